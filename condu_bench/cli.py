@@ -1,0 +1,156 @@
+"""``condu-bench`` command line. Heavy libraries are imported inside the commands that need them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from condu_bench.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_DIR = PROJECT_ROOT / "benchmarks"
+DEFAULT_BENCHMARK = "synthetic_mtil"
+
+
+def resolve_benchmark(name_or_path: str | None) -> Path:
+    """A YAML path, or the name of a file in benchmarks/ (``mtil_order1`` -> benchmarks/mtil_order1.yaml)."""
+    if name_or_path is None:
+        return BENCHMARKS_DIR / f"{DEFAULT_BENCHMARK}.yaml"
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        return path
+    candidate = BENCHMARKS_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    from condu_bench.errors import unknown_name_message
+
+    known = [p.stem for p in sorted(BENCHMARKS_DIR.glob("*.yaml"))]
+    raise UserError(unknown_name_message("benchmark", name_or_path, known) + "; or give a path to a YAML file")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from condu_bench.config import load_config
+
+    positional = [a for a in args.items if "=" not in a]
+    overrides = [a for a in args.items if "=" in a]
+    if len(positional) > 1:
+        raise UserError(f"expected one config and KEY=VALUE overrides, got {positional}")
+    path = resolve_benchmark(positional[0] if positional else None)
+    config = load_config(path, overrides)
+    if args.no_progress:
+        from dataclasses import replace
+
+        config = replace(config, progress=False)
+    out = Path(args.out) if args.out else Path("results") / "runs" / config.name
+    from condu_bench.experiment import run_experiment
+    from condu_bench.reporting.run_report import write_leaderboard
+
+    records = run_experiment(config, out, force=args.force)
+    board = write_leaderboard(out, records)
+    print(f"\n{config.name}: {len(records)} run(s) under {out}\n")
+    print(board)
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from condu_bench.registries import DATASETS, METHODS, SCENARIOS
+
+    if args.what == "benchmarks":
+        rows = [(p.stem, _yaml_description(p)) for p in sorted(BENCHMARKS_DIR.glob("*.yaml"))]
+    else:
+        registry = {"methods": METHODS, "scenarios": SCENARIOS, "datasets": DATASETS}[args.what]
+        rows = registry.describe()
+    width = max((len(n) for n, _ in rows), default=0)
+    for name, description in rows:
+        print(f"{name.ljust(width)}  {description}")
+    return 0
+
+
+def _yaml_description(path: Path) -> str:
+    """The first comment line of a benchmark file."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from condu_bench.synthetic.pretrain import PretrainConfig, cached_tiny_clip
+
+    path = cached_tiny_clip(PretrainConfig(), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                            progress=not args.no_progress, rebuild=args.rebuild)
+    print(path)
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from condu_bench.reporting.tables import build_tables
+
+    published = None if args.no_published else PROJECT_ROOT / "results" / "published"
+    formats = tuple(f for f in args.formats.split(",") if f)
+    root = Path(args.results)
+    if not root.is_dir():
+        raise UserError(f"results directory {root} does not exist (run `condu-bench run` first)")
+    written = build_tables(root, Path(args.out or root / "tables"), formats=formats, published_dir=published)
+    for path in written:
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="condu-bench", description="Continual-learning benchmarks for CLIP-like models.")
+    parser.add_argument("--version", action="version", version=f"condu-bench {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a benchmark (default: the embedded synthetic MTIL)",
+                         description="Run CONFIG (a YAML path or a name in benchmarks/) with KEY=VALUE overrides, "
+                                     "e.g. `condu-bench run methods=zeroshot,finetune train.iterations=50`.")
+    run.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]")
+    run.add_argument("--out", help="output directory (default results/runs/<config name>)")
+    run.add_argument("--force", action="store_true", help="re-run finished results (the old ones are archived)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("ls", help="list registered methods, scenarios, datasets or benchmark files")
+    ls.add_argument("what", choices=["methods", "scenarios", "datasets", "benchmarks"])
+    ls.set_defaults(func=cmd_ls)
+
+    pre = sub.add_parser("pretrain", help="pretrain (or find cached) the tiny CLIP of the synthetic world")
+    pre.add_argument("--rebuild", action="store_true", help="pretrain again even if a valid cache exists")
+    pre.add_argument("--cache-dir", help="cache directory (default $CONDU_BENCH_CACHE or ~/.cache/condu-bench)")
+    pre.add_argument("--no-progress", action="store_true")
+    pre.set_defaults(func=cmd_pretrain)
+
+    table = sub.add_parser("table", help="build tables (Markdown, CSV, LaTeX) from result files")
+    table.add_argument("results", nargs="?", default="results/runs", help="directory searched for metrics.json files")
+    table.add_argument("--out", help="where to write the tables (default RESULTS/tables)")
+    table.add_argument("--formats", default="md,csv,tex")
+    table.add_argument("--no-published", action="store_true", help="leave the published numbers out")
+    table.set_defaults(func=cmd_table)
+    return parser
+
+
+def _version() -> str:
+    from condu_bench import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"condu-bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("condu-bench: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

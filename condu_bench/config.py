@@ -1,0 +1,278 @@
+"""Run configuration: plain YAML into frozen dataclasses, strict keys, ``key=value`` overrides.
+
+A benchmark file names a scenario, a model and a list of methods by registry name. Unknown keys are
+errors with a suggestion; overrides use dotted paths (``train.iterations=50``, ``methods=zeroshot,finetune``).
+The resolved config is written next to every result and hashed into its record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from condu_bench.errors import UnknownNameError, UserError, closest
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    name: str = "synthetic_mtil"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Weights are named by (arch, pretrained tag) as in open_clip, or given as a local checkpoint file.
+
+    ``pretrained: synthetic`` is the project's own tiny CLIP, pretrained on the synthetic world and cached.
+    ``quick_gelu: null`` means automatic: on for OpenAI weights, whose towers were trained with QuickGELU.
+    """
+
+    arch: str = "condu-tiny-vit"
+    pretrained: str | None = "synthetic"
+    checkpoint: str | None = None
+    quick_gelu: bool | None = None
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 100
+    batch_size: int = 32
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-4
+    lr_per_task: dict[str, float] = field(default_factory=dict)  # dataset name -> lr (e.g. Aircraft, MNIST)
+    iterations_per_task: dict[str, int] = field(default_factory=dict)
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    warmup_steps: int = 10
+    schedule: str = "cosine"  # cosine | constant
+    label_smoothing: float = 0.2
+    grad_clip_norm: float | None = None
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    train_templates: str = "first"  # first | all: templates of the text classifier used in the training loss
+    augment: str = "model"  # model: the model's train transform | none: the eval transform
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 256
+    max_per_dataset: int | None = None  # cap evaluated images per dataset (quick looks only; recorded)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    methods: list[str] = field(default_factory=lambda: ["zeroshot", "finetune"])
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data_root: str | None = None
+    num_workers: int = 0
+    num_threads: int | None = None  # torch CPU threads; None leaves torch's default
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are :class:`UserError`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(data).__name__} ({data!r})")
+    types = _field_types(cls)
+    unknown = [k for k in data if k not in types]
+    if unknown:
+        key = unknown[0]
+        hint = closest(str(key), types)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise UserError(f"{where}: unknown key {key!r}{suggestion} (valid keys: {', '.join(types)})")
+    kwargs = {k: coerce(types[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def coerce(tp: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against a type annotation, converting the few things YAML gets loose (int -> float)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(arg, value, where)
+            except UserError as exc:
+                errors.append(str(exc))
+        raise UserError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if tp is Any:
+        return value
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single method name or seed is a list of one
+        if not isinstance(value, list):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        return [coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{where}: expected true or false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads 1e-5 (no dot) as a string
+            except ValueError:
+                pass
+        raise UserError(f"{where}: expected a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"{where}: expected an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise UserError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------------------
+# files and overrides
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    include = data.pop("include", None)
+    if include is not None:
+        # One YAML file per benchmark variant: `include: base.yaml` then only the keys that differ.
+        base = read_yaml((path.parent / include).resolve())
+        data = deep_merge(base, data)
+    return data
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override_value(text: str) -> Any:
+    """``a,b`` is a list; everything else is read as a YAML scalar (numbers, true/false, null)."""
+    if "," in text and not text.strip().startswith(("[", "{")):
+        return [parse_override_value(part) for part in text.split(",") if part != ""]
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError as exc:
+        raise UserError(f"cannot parse override value {text!r}: {exc}") from exc
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} is not of the form key=value (e.g. train.iterations=50)")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = parse_override_value(raw)
+    return data
+
+
+def load_config(path: Path | None, overrides: list[str] = ()) -> RunConfig:
+    data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides))
+    where = str(path) if path is not None else "config"
+    config = from_dict(RunConfig, data, where)
+    validate(config, where)
+    return config
+
+
+def validate(config: RunConfig, where: str) -> None:
+    # Names are checked against the registries without importing any scenario or method.
+    from condu_bench.registries import METHODS, SCENARIOS
+
+    if config.scenario.name not in SCENARIOS:
+        raise UnknownNameError("scenario", config.scenario.name, SCENARIOS.names())
+    if not config.methods:
+        raise UserError(f"{where}: `methods` is empty; name at least one (see `condu-bench ls methods`)")
+    for name in config.methods:
+        if name not in METHODS:
+            raise UnknownNameError("method", name, METHODS.names())
+    stray = [k for k in config.method_options if k not in config.methods and k not in METHODS]
+    if stray:
+        raise UnknownNameError("method", stray[0], METHODS.names())
+    t = config.train
+    if t.iterations < 0 or t.batch_size < 1 or t.warmup_steps < 0:
+        raise UserError(f"{where}: train.iterations/warmup_steps must be >= 0 and train.batch_size >= 1")
+    checks = {
+        "train.optimizer": (t.optimizer, {"adamw", "sgd"}),
+        "train.schedule": (t.schedule, {"cosine", "constant"}),
+        "train.precision": (t.precision, {"auto", "fp32", "bf16"}),
+        "train.train_templates": (t.train_templates, {"first", "all"}),
+        "train.augment": (t.augment, {"model", "none"}),
+    }
+    for key, (value, allowed) in checks.items():
+        if value not in allowed:
+            raise UserError(f"{where}: {key}={value!r} is not one of {sorted(allowed)}")
+    if not config.seeds:
+        raise UserError(f"{where}: `seeds` is empty")
+
+
+def config_hash(data: dict[str, Any]) -> str:
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,1 @@
+"""Real datasets: registry entries, layouts, few-shot draws, data check."""

@@ -1,0 +1,161 @@
+"""A whole benchmark run: scenario x methods x seeds, one result directory each, then the leaderboard."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from condu_bench import __version__, run_store
+from condu_bench.config import RunConfig, config_hash, from_dict, to_dict
+from condu_bench.errors import UserError
+from condu_bench.registries import METHODS, SCENARIOS
+
+PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "results" / "published"
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {"python": platform.python_version(), "condu_bench": __version__}
+    for dist in ("torch", "torchvision", "open_clip_torch", "avalanche-lib", "numpy"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = "not installed"
+    return found
+
+
+def method_run_config(config: RunConfig, method: str, seed: int, method_config: Any) -> dict[str, Any]:
+    """The resolved config of one (method, seed) run: what is hashed and written as config.yaml."""
+    data = to_dict(replace(config, methods=[method], seeds=[seed], method_options={}, progress=True))
+    data["method_options"] = {method: to_dict(method_config)}
+    data.pop("progress")
+    data.pop("num_workers")  # neither changes results
+    return data
+
+
+def summarise(scenario: Any, results: list[Any]) -> dict[str, Any]:
+    """Protocol metrics from the accuracy rows of every stream."""
+    from condu_bench import metrics
+
+    if scenario.protocol == "mtil":
+        (stream,) = results
+        out = metrics.mtil_metrics(stream.rows, stream.column_names)
+        out["datasets"] = list(stream.column_names)
+        return out
+    if scenario.protocol == "base_to_novel":
+        pairs = {}
+        for stream in results:
+            last = dict(zip(stream.column_names, stream.rows[-1]))
+            pairs[stream.name] = (last[f"{stream.name}/base"], last[f"{stream.name}/novel"])
+        out = metrics.base_to_novel_metrics(pairs)
+        out["datasets"] = list(pairs)
+        return out
+    (stream,) = results
+    last = dict(zip(stream.column_names, stream.rows[-1]))
+    source = stream.step_names[-1]
+    targets = {name: acc for name, acc in last.items() if name != source}
+    return {
+        "source": last.get(source),
+        "average": metrics.target_average(targets),
+        "per_dataset": {name: {"accuracy": acc} for name, acc in last.items()},
+        "datasets": list(last),
+    }
+
+
+def write_outputs(directory: Path, record: dict[str, Any], results: list[Any], run_config: dict[str, Any]) -> None:
+    import yaml
+
+    from condu_bench.reporting.matrix_io import write_accuracy_matrix
+    from condu_bench.reporting.run_report import write_run_report
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
+    published = published_rows(record["scenario"], record["protocol"])
+    if record["protocol"] == "mtil":
+        (stream,) = results
+        write_accuracy_matrix(directory / "accuracy_matrix.csv", stream.rows, stream.step_names, stream.column_names)
+        write_run_report(directory, record, stream.rows, stream.step_names, stream.column_names, published)
+    else:
+        for stream in results:
+            name = stream.name.replace("/", "_")
+            write_accuracy_matrix(directory / f"accuracy_matrix_{name}.csv", stream.rows, stream.step_names, stream.column_names)
+        write_run_report(directory, record, None, None, None, published)
+    run_store.write_json_atomic(directory / run_store.METRICS, record)  # last: its presence means "finished"
+    run_store.clear_progress(directory)
+
+
+def published_rows(scenario: str, protocol: str):
+    import pandas as pd
+
+    from condu_bench.reporting.tables import published_csv_for
+
+    path = published_csv_for(scenario, protocol, PUBLISHED_DIR) if PUBLISHED_DIR.is_dir() else None
+    return pd.read_csv(path) if path is not None else None
+
+
+def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print) -> list[dict[str, Any]]:
+    """Run every (seed, method) of ``config`` under ``out``; returns the metrics records (finished ones reused)."""
+    import torch
+
+    from condu_bench.method import RunContext
+    from condu_bench.models.loading import load_model
+    from condu_bench.training.device import autocast_factory, pick_device
+    from condu_bench.training.runner import MethodRun
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    method_classes = {name: METHODS.get(name) for name in config.methods}
+    method_configs = {
+        name: from_dict(cls.Config, config.method_options.get(name, {}), f"method_options.{name}")
+        for name, cls in method_classes.items()
+    }
+    plans = []
+    for seed in config.seeds:
+        for name in config.methods:
+            run_config = method_run_config(config, name, seed, method_configs[name])
+            digest = config_hash(run_config)
+            directory = run_store.run_dir(out, name, seed)
+            plans.append((seed, name, run_config, digest, directory, run_store.prepare(directory, digest, force)))
+    records = [run_store.finished_metrics(p[4]) for p in plans if p[5] == "skip"]
+    for seed, name, *_rest in (p for p in plans if p[5] == "skip"):
+        log(f"[skip] {name} seed {seed}: finished result found (use --force to re-run)")
+    pending = [p for p in plans if p[5] != "skip"]
+    if not pending:
+        return records
+
+    device = pick_device(config.device)
+    loaded = load_model(config.model, progress=config.progress)
+    model = loaded.model.to(device)
+    pretrained_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    build_scenario = SCENARIOS.get(config.scenario.name)
+    scenarios: dict[int, Any] = {}
+    for seed, name, run_config, digest, directory, action in pending:
+        if seed not in scenarios:
+            scenarios[seed] = build_scenario(dict(config.scenario.options), seed=seed, data_root=config.data_root)
+        scenario = scenarios[seed]
+        log(f"[{action}] {name} seed {seed} -> {directory}")
+        ctx = RunContext(
+            model=model, tokenizer=loaded.tokenizer, device=device, pretrained_state=pretrained_state,
+            train_config=config.train, seed=seed, train_transform=loaded.train_transform,
+            eval_transform=loaded.eval_transform, autocast=autocast_factory(device, config.train.precision),
+        )
+        runner = MethodRun(method_classes[name], method_configs[name], config, scenario, ctx, directory, digest)
+        started = time.time()
+        results, wall = runner.run(resume=action == "resume")
+        record = {
+            "scenario": scenario.name, "protocol": scenario.protocol, "method": name, "seed": seed,
+            **summarise(scenario, results),
+            "config_hash": digest, "split_convention": ",".join(scenario.split_conventions),
+            "task_agnostic": scenario.task_agnostic, "scenario_info": scenario.info,
+            "model": loaded.info, "device": str(device), "versions": versions(),
+            "wall_time_s": round(wall, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started + wall)),
+            "argv": sys.argv,
+        }
+        write_outputs(directory, record, results, run_config)
+        records.append(record)
+    return records

@@ -1,0 +1,161 @@
+"""The interface every method plugin satisfies, and a base class with the plain fine-tuning defaults.
+
+The runner owns the loop (data, optimizer, schedule, precision, evaluation, outputs); a method only says
+- which parameters train (``trainable_parameters``; the optimizer sees exactly these),
+- the loss of a batch (``training_loss``: add regularisers, distillation, frozen teachers here),
+- what happens around tasks and iterations (``before_task``, ``after_iteration``, ``after_task``: weight
+  ensembles, merging, consolidation),
+- optionally how to classify (``logits``: replaced inference such as experts or routers),
+- its state for resuming (``state_dict`` / ``load_state_dict``).
+
+A plugin is one file with one class registered by name; its options are a dataclass ``Config``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+from condu_bench.data.task import TaskData
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    labels: torch.Tensor  # 0..num_classes-1 of the current task
+
+
+@dataclass
+class TaskInfo:
+    """A training task as a method sees it."""
+
+    index: int  # position in the stream (the task label)
+    data: TaskData
+    iterations: int
+    lr: float
+
+    @property
+    def name(self) -> str:
+        return self.data.name
+
+
+@dataclass
+class RunContext:
+    """Everything the runner shares with a method. ``model`` is the live model being trained and evaluated."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    device: torch.device
+    pretrained_state: dict[str, torch.Tensor]  # theta_0 on the CPU, never modified
+    train_config: Any  # condu_bench.config.TrainConfig
+    seed: int
+    train_transform: Any = None
+    eval_transform: Any = None
+    autocast: Any = None  # callable returning the autocast context of this run
+    tasks_seen: list[TaskData] = field(default_factory=list)
+    # Task-agnostic evaluation calls ``logits(images, None, ctx)``: logits then cover the classes of these
+    # datasets, concatenated in this order.
+    label_space: list[TaskData] = field(default_factory=list)
+
+    def text_classifier(self, task: TaskData, templates: str = "train", model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Class embeddings of ``task``; differentiable when called with grad enabled.
+
+        ``templates="train"`` follows ``train.train_templates`` (first template, as the references train);
+        ``"all"`` averages every template (as evaluation does).
+        """
+        from condu_bench.models.classifier import text_classifier
+
+        which = self.train_config.train_templates if templates == "train" else templates
+        chosen = task.templates[:1] if which == "first" else task.templates
+        return text_classifier(model or self.model, self.tokenizer, task.classnames, chosen, self.device)
+
+    def frozen_copy(self, state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+        """A frozen copy of the model (a teacher), with ``state`` (default: theta_0) loaded."""
+        import copy
+
+        teacher = copy.deepcopy(self.model)
+        teacher.load_state_dict(state if state is not None else self.pretrained_state)
+        teacher.requires_grad_(False).eval()
+        return teacher
+
+
+@runtime_checkable
+class Method(Protocol):
+    name: ClassVar[str]
+    trains: ClassVar[bool]
+
+    def setup(self, ctx: RunContext) -> None: ...
+
+    def trainable_parameters(self, model: torch.nn.Module) -> Iterable[tuple[str, torch.nn.Parameter]]: ...
+
+    def before_task(self, task: TaskInfo, ctx: RunContext) -> None: ...
+
+    def training_loss(self, batch: Batch, task: TaskInfo, ctx: RunContext) -> torch.Tensor: ...
+
+    def after_iteration(self, step: int, task: TaskInfo, ctx: RunContext) -> None: ...
+
+    def after_task(self, task: TaskInfo, ctx: RunContext) -> None: ...
+
+    def logits(self, images: torch.Tensor, task: TaskData | None, ctx: RunContext) -> torch.Tensor | None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class BaseMethod:
+    """Continual fine-tuning defaults; subclasses override only what differs.
+
+    Defaults: every parameter trains except ``logit_scale``; the loss is cross-entropy with label smoothing
+    over the current task's text classifier (text encoder trained too); standard inference.
+    """
+
+    name: ClassVar[str] = "base"
+    trains: ClassVar[bool] = True
+
+    @dataclass(frozen=True)
+    class Config:
+        pass
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    def setup(self, ctx: RunContext) -> None:
+        pass
+
+    def trainable_parameters(self, model: torch.nn.Module) -> Iterable[tuple[str, torch.nn.Parameter]]:
+        return [(n, p) for n, p in model.named_parameters() if n != "logit_scale"]
+
+    def before_task(self, task: TaskInfo, ctx: RunContext) -> None:
+        pass
+
+    def task_logits(self, images: torch.Tensor, task: TaskInfo, ctx: RunContext, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Logits of the current task's classes with gradients through both encoders."""
+        from condu_bench.models.classifier import cosine_logits, image_features
+
+        model = model or ctx.model
+        classifier = ctx.text_classifier(task.data, model=model)
+        return cosine_logits(image_features(model, images), classifier)
+
+    def training_loss(self, batch: Batch, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
+        logits = self.task_logits(batch.images, task, ctx)
+        return F.cross_entropy(logits, batch.labels, label_smoothing=ctx.train_config.label_smoothing)
+
+    def after_iteration(self, step: int, task: TaskInfo, ctx: RunContext) -> None:
+        pass
+
+    def after_task(self, task: TaskInfo, ctx: RunContext) -> None:
+        pass
+
+    def logits(self, images: torch.Tensor, task: TaskData | None, ctx: RunContext) -> torch.Tensor | None:
+        return None  # the runner's standard inference
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

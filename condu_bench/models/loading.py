@@ -1,0 +1,205 @@
+"""Load CLIP weights named by (open_clip architecture, pretrained tag) or from a local file. Never downloads.
+
+Sources, in the order they are tried:
+- ``checkpoint``: a local ``.safetensors``, a ``.bin``/``.pt``/``.pth`` state dict (``torch.load`` with
+  ``weights_only=True``: no pickle code runs), or an OpenAI TorchScript archive (read with ``torch.jit.load``,
+  which executes no pickle code, then rebuilt as an open_clip model with QuickGELU).
+- ``pretrained: synthetic``: the project's tiny CLIP, pretrained on the synthetic world and cached.
+- any other tag: open_clip's pretrained table gives the Hugging Face repo and file; the file is looked up in the
+  local Hugging Face cache only. A missing file is a :class:`UserError` naming it and how to get it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from condu_bench.config import ModelConfig
+from condu_bench.errors import UserError
+
+STATE_DICT_SUFFIXES = (".bin", ".pt", ".pth")
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # open_clip CLIP
+    tokenizer: Any
+    train_transform: Any
+    eval_transform: Any
+    info: dict[str, Any] = field(default_factory=dict)  # arch, tag, weights file, sha256, quick_gelu
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """OpenAI's released .pt files are TorchScript zips (they hold ``code/`` and ``constants.pkl``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any(n.endswith("constants.pkl") or "/code/" in n for n in names)
+
+
+def uses_quick_gelu(cfg: ModelConfig, weights: Path | None) -> bool:
+    if cfg.quick_gelu is not None:
+        return cfg.quick_gelu
+    if cfg.arch.endswith("-quickgelu"):
+        return False  # the architecture config already says so
+    return cfg.pretrained == "openai" or (weights is not None and is_torchscript_archive(weights))
+
+
+def hf_cache_candidates(arch: str, tag: str) -> list[tuple[str, str]]:
+    """(repo_id, filename) pairs where open_clip publishes (arch, tag), safetensors first."""
+    import open_clip
+
+    pcfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not pcfg:
+        known = open_clip.list_pretrained_tags_by_model(arch)
+        raise UserError(
+            f"open_clip has no pretrained tag {tag!r} for architecture {arch!r} (known tags: {', '.join(known) or 'none'}); "
+            "set model.checkpoint=/path/to/weights to load a local file instead"
+        )
+    hub = pcfg.get("hf_hub", "")
+    if not hub:
+        return []
+    repo_id, filename = hub.rstrip("/").rsplit("/", 1) if not hub.endswith("/") else (hub.rstrip("/"), "")
+    if not filename:
+        return [(repo_id, "open_clip_model.safetensors"), (repo_id, "open_clip_pytorch_model.bin")]
+    names = [filename]
+    if filename.endswith((".bin", ".pth")):
+        names.insert(0, filename.rsplit(".", 1)[0] + ".safetensors")
+    return [(repo_id, name) for name in names]
+
+
+def find_in_hf_cache(arch: str, tag: str, cache_dir: str | None = None) -> Path:
+    from huggingface_hub import constants as hf_constants
+    from huggingface_hub import try_to_load_from_cache
+
+    candidates = hf_cache_candidates(arch, tag)
+    for repo_id, filename in candidates:
+        hit = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+        if isinstance(hit, str):
+            return Path(hit)
+    where = cache_dir or hf_constants.HF_HUB_CACHE
+    if not candidates:
+        raise UserError(
+            f"weights {arch}/{tag} are only published at a URL, not on the Hugging Face hub; "
+            "download them elsewhere and pass model.checkpoint=/path/to/file"
+        )
+    repo_id, filename = candidates[0]
+    raise UserError(
+        f"weights for {arch}/{tag} are not in the Hugging Face cache ({where}): expected {repo_id}/{filename}"
+        f" (or {', '.join(f for _, f in candidates[1:])}). Nothing is downloaded here: on a machine with internet run "
+        f"`huggingface-cli download {repo_id} {filename}` and copy the cache folder (or set HF_HUB_CACHE), "
+        f"or pass model.checkpoint=/path/to/{filename}"
+    )
+
+
+def resolve_weights(cfg: ModelConfig, progress: bool = True) -> Path | None:
+    if cfg.checkpoint:
+        path = Path(cfg.checkpoint).expanduser()
+        if not path.is_file():
+            raise UserError(f"model.checkpoint {path} does not exist (expected a .safetensors, .bin, .pt or .pth file)")
+        return path
+    if cfg.pretrained in (None, "", "none"):
+        return None  # random initialisation, for tests
+    if cfg.pretrained == "synthetic":
+        from condu_bench.synthetic.pretrain import PretrainConfig, cached_tiny_clip
+
+        pcfg = PretrainConfig(arch=cfg.arch) if cfg.arch != PretrainConfig().arch else PretrainConfig()
+        return cached_tiny_clip(pcfg, cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None, progress=progress)
+    return find_in_hf_cache(cfg.arch, cfg.pretrained, cfg.cache_dir)
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """Tensors of a weight file, loaded without running pickle code."""
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise UserError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if is_torchscript_archive(path):
+        module = torch.jit.load(str(path), map_location="cpu")
+        state = dict(module.state_dict())
+        for key in ("input_resolution", "context_length", "vocab_size"):
+            state.pop(key, None)  # metadata buffers in OpenAI's archives
+        return state
+    if path.suffix not in STATE_DICT_SUFFIXES:
+        raise UserError(f"{path}: unsupported weight file type {path.suffix!r} (use .safetensors, .bin, .pt or .pth)")
+    try:
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(
+            f"{path}: cannot be read as a plain state dict with weights_only=True ({exc}). "
+            "Pickled objects are never loaded; convert the file to .safetensors or a state dict of tensors."
+        ) from exc
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{path}: expected a dict of tensors, found {type(checkpoint).__name__}")
+    if next(iter(checkpoint), "").startswith("module."):
+        checkpoint = {k[len("module."):]: v for k, v in checkpoint.items()}
+    return checkpoint
+
+
+def create_model(cfg: ModelConfig, quick_gelu: bool) -> Any:
+    import open_clip
+
+    from condu_bench.models.configs import register_model_configs
+
+    register_model_configs()
+    if cfg.arch not in open_clip.list_models():
+        from condu_bench.errors import UnknownNameError
+
+        raise UnknownNameError("model architecture", cfg.arch, open_clip.list_models())
+    return open_clip.create_model(cfg.arch, pretrained=None, force_quick_gelu=quick_gelu)
+
+
+def load_model(cfg: ModelConfig, progress: bool = True) -> LoadedModel:
+    import open_clip
+    from open_clip.model import get_model_preprocess_cfg
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    weights = resolve_weights(cfg, progress)
+    quick_gelu = uses_quick_gelu(cfg, weights)
+    model = create_model(cfg, quick_gelu)
+    info: dict[str, Any] = {"arch": cfg.arch, "pretrained": cfg.pretrained, "quick_gelu": quick_gelu}
+    if weights is not None:
+        state = read_state_dict(weights)
+        load_weights_into(model, state, weights)
+        info.update(weights_file=str(weights), weights_sha256=sha256_of(weights))
+    model.eval()
+    # open_clip's train transform is RandomResizedCrop(scale 0.9-1.0), the MTIL references' augmentation.
+    preprocess = PreprocessCfg(**get_model_preprocess_cfg(model))
+    train_transform = image_transform_v2(preprocess, is_train=True)
+    eval_transform = image_transform_v2(preprocess, is_train=False)
+    tokenizer = open_clip.get_tokenizer(cfg.arch)
+    return LoadedModel(model, tokenizer, train_transform, eval_transform, info)
+
+
+def load_weights_into(model: Any, state: dict[str, Any], source: Path) -> None:
+    """Strict load: a missing or unexpected tensor means the file does not belong to this architecture."""
+    from open_clip.factory import resize_pos_embed
+
+    if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    resize_pos_embed(state, model)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(
+            f"{source} does not match the architecture: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]} (check model.arch)"
+        )

@@ -1,0 +1,28 @@
+"""The project's registries. Built-in entries are lazy strings, so listing them imports nothing heavy.
+
+A plugin package registers more through entry points, e.g. in its pyproject.toml::
+
+    [project.entry-points."condu_bench.methods"]
+    my-method = "my_package.my_method:MyMethod"
+"""
+
+from __future__ import annotations
+
+from condu_bench.registry import Registry
+
+METHODS: Registry = Registry("method", "condu_bench.methods")
+SCENARIOS: Registry = Registry("scenario", "condu_bench.scenarios")
+DATASETS: Registry = Registry("dataset", "condu_bench.datasets")
+
+# Methods: one file each under baselines/ (installed as condu_bench.baselines).
+_B = "condu_bench.baselines"
+METHODS.register_lazy("zeroshot", f"{_B}.zeroshot:ZeroShot", "Zero-shot CLIP: no training; every accuracy-matrix row is equal.")
+METHODS.register_lazy("finetune", f"{_B}.finetune:ContinualFinetune", "Continual fine-tuning of every weight (except logit_scale), task after task.")
+METHODS.register_lazy("wise_ft", f"{_B}.wise_ft:WiseFT", "WiSE-FT: interpolate fine-tuned and zero-shot weights after every task.")
+
+# Scenarios: builders taking (options dict, seed) and returning a Scenario.
+SCENARIOS.register_lazy(
+    "synthetic_mtil",
+    "condu_bench.scenarios.synthetic:build_synthetic_mtil",
+    "MTIL over the embedded synthetic multi-domain world (no downloads).",
+)

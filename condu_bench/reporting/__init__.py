@@ -1,0 +1,1 @@
+"""Reporting: accuracy-matrix files, plots, leaderboards and paper-layout tables built from run results."""

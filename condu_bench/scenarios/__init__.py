@@ -1,0 +1,1 @@
+"""Scenario builders: registry name -> function(options, seed, data_root) -> Scenario."""

@@ -1,0 +1,48 @@
+"""The shape every scenario takes: independent streams, each trained from the pretrained model.
+
+- MTIL: one stream of T datasets learned one after another, every dataset evaluated after every step.
+- Base-to-novel: one single-step stream per dataset (train on base classes; evaluate base and novel).
+- Cross-dataset / domain generalisation: one stream training on the source, evaluating the targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from condu_bench.data.task import TaskData
+
+Protocol = Literal["mtil", "base_to_novel", "cross_dataset", "domain_generalisation"]
+
+
+@dataclass
+class Stream:
+    """Tasks trained in order from the pretrained weights, and the tasks evaluated after each step.
+
+    ``evaluate`` defaults to the training tasks (MTIL). With ``evaluate_before_training`` the runner
+    also scores the pretrained model (used by protocols that report zero-shot rows).
+    """
+
+    name: str
+    train: list[TaskData]
+    evaluate: list[TaskData] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.evaluate:
+            self.evaluate = list(self.train)
+        names = [t.name for t in self.evaluate]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stream {self.name!r} evaluates a dataset twice: {names}")
+
+
+@dataclass
+class Scenario:
+    name: str
+    protocol: Protocol
+    streams: list[Stream]
+    task_agnostic: bool = False
+    info: dict[str, Any] = field(default_factory=dict)  # split convention, shots, order, ... recorded in results
+
+    @property
+    def split_conventions(self) -> list[str]:
+        return sorted({t.split_convention for s in self.streams for t in s.train + s.evaluate})

@@ -1,0 +1,78 @@
+"""MTIL over the embedded synthetic world: one experience per procedural domain, nothing downloaded.
+
+The world itself (pixels, splits) is fixed by ``data_seed``; the run seed only draws few-shot subsets, so
+every seed of a sweep evaluates on the same test images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from condu_bench.data.task import TaskData
+from condu_bench.errors import UnknownNameError, UserError
+from condu_bench.scenarios.base import Scenario, Stream
+
+DEFAULTS: dict[str, Any] = {
+    "order": None,  # list of domain names; None = the world's default order
+    "n_train_per_class": 100,
+    "n_test_per_class": 50,
+    "image_size": 32,
+    "data_seed": 0,
+    "shots": None,  # few-shot MTIL: K training images per class, drawn with the run seed
+    "task_agnostic": False,
+}
+
+
+class FewShotSubset:
+    """K items per class of a dataset, drawn with ``seed``; keeps ``targets`` in step."""
+
+    def __init__(self, dataset: Any, shots: int, seed: int):
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        targets = np.asarray(dataset.targets)
+        chosen = []
+        for label in np.unique(targets):
+            pool = np.flatnonzero(targets == label)
+            chosen.extend(rng.choice(pool, size=min(shots, len(pool)), replace=False).tolist())
+        self.dataset, self.indices = dataset, sorted(chosen)
+        self.targets = [int(targets[i]) for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.dataset[self.indices[index]]
+
+
+def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | None = None) -> Scenario:
+    from condu_bench.synthetic.domains import DOMAIN_NAMES, domain_classnames, domain_templates, make_domain_split
+
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"scenario.options: unknown key {unknown[0]!r} for synthetic_mtil (valid: {', '.join(DEFAULTS)})")
+    opts = {**DEFAULTS, **options}
+    order = list(opts["order"] or DOMAIN_NAMES)
+    for name in order:
+        if name not in DOMAIN_NAMES:
+            raise UnknownNameError("synthetic domain", name, DOMAIN_NAMES)
+    tasks = []
+    for index, name in enumerate(order):
+        common = {"image_size": opts["image_size"], "seed": opts["data_seed"]}
+        train = make_domain_split(name, "train", n_per_class=opts["n_train_per_class"], **common)
+        if opts["shots"]:
+            train = FewShotSubset(train, int(opts["shots"]), seed * 1000 + index)
+        test = make_domain_split(name, "test", n_per_class=opts["n_test_per_class"], **common)
+        tasks.append(TaskData(
+            name=name, classnames=domain_classnames(name), templates=domain_templates(name),
+            train=train, test=test, split_convention="synthetic",
+            info={"n_train": len(train), "n_test": len(test)},
+        ))
+    info = {"order": order, **{k: opts[k] for k in ("n_train_per_class", "n_test_per_class", "image_size", "data_seed", "shots")}}
+    return Scenario(
+        name="synthetic_mtil" + ("_fewshot" if opts["shots"] else "") + ("_agnostic" if opts["task_agnostic"] else ""),
+        protocol="mtil",
+        streams=[Stream("synthetic", tasks)],
+        task_agnostic=bool(opts["task_agnostic"]),
+        info=info,
+    )

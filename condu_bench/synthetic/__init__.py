@@ -1,0 +1,1 @@
+"""The embedded synthetic world (procedural domains + tiny CLIP pretraining); see domains.py, pretrain.py."""

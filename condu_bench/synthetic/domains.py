@@ -1,0 +1,669 @@
+"""The embedded synthetic world: procedural multi-domain image classification + caption data.
+
+Every image is rendered with vectorised numpy from a seeded ``numpy.random.Generator``, so a dataset
+is a pure function of ``(domain, split, n_per_class, image_size, seed)``. Geometry is expressed in
+normalised image coordinates (0..1), so any ``image_size`` works (the calibrated default is 32).
+
+Domains (the downstream "MTIL" tasks) are deliberately a little noisier than the caption data used
+for pretraining (extra pixel noise, lighting changes, distractors): a miniature of the web-data vs.
+downstream-dataset shift that real CLIP sees.
+"""
+from __future__ import annotations
+
+import functools
+import zlib
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "DOMAIN_NAMES",
+    "GENERATOR_VERSION",
+    "SyntheticImages",
+    "CaptionDataset",
+    "domain_classnames",
+    "domain_templates",
+    "make_domain_split",
+    "make_caption_dataset",
+]
+
+#: Bump whenever rendering or caption logic changes: it is part of the pretrained-model cache key.
+GENERATOR_VERSION = 3
+
+DOMAIN_NAMES: tuple[str, ...] = ("shapes", "colours", "textures", "digits", "counts", "positions")
+
+# --------------------------------------------------------------------------------------------------
+# Vocabulary
+# --------------------------------------------------------------------------------------------------
+SHAPES = ("circle", "square", "triangle", "cross", "ring", "star")
+SHAPES_PLURAL = ("circles", "squares", "triangles", "crosses", "rings", "stars")
+# close hues on purpose (red/orange/yellow, blue/purple/pink)
+COLOURS = ("red", "orange", "yellow", "green", "teal", "blue", "purple", "pink")
+_HUES = np.array([0.0, 28.0, 54.0, 118.0, 172.0, 222.0, 272.0, 322.0], dtype=np.float32) / 360.0
+# background / texture kinds; index 0 (plain) is not a class of the textures domain
+TEXTURES = ("plain", "horizontal striped", "vertical striped", "diagonal striped", "checkered",
+            "dotted", "speckled")
+POSITIONS = ("top left", "top right", "bottom left", "bottom right", "center")
+_POS_XY = np.array([[0.27, 0.27], [0.73, 0.27], [0.27, 0.73], [0.73, 0.73], [0.5, 0.5]],
+                   dtype=np.float32)
+NUMBERS = ("one", "two", "three", "four", "five")
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+_CLASSNAMES: dict[str, tuple[str, ...]] = {
+    "shapes": SHAPES,
+    "colours": COLOURS,
+    "textures": TEXTURES[1:],
+    "digits": DIGITS,
+    "counts": NUMBERS,
+    "positions": POSITIONS,
+}
+
+_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "shapes": ("a photo of a {}.", "a {} shape.", "a drawing of a {}.", "a small {}.", "a large {}."),
+    "colours": ("a photo of a {} object.", "a {} shape.", "something {}.", "a drawing of a {} object."),
+    "textures": ("a {} pattern.", "a {} texture.", "a photo of a {} background.",
+                 "something on a {} background."),
+    "digits": ("the digit {}.", "a handwritten {}.", "the number {}.", "a photo of the digit {}."),
+    "counts": ("a photo of {} objects.", "{} shapes.", "a drawing of {} things."),
+    "positions": ("an object in the {}.", "a shape in the {}.", "a photo of something in the {}."),
+}
+
+
+def domain_classnames(name: str) -> list[str]:
+    """Human-readable class names of a domain, in label order."""
+    _check_domain(name)
+    return list(_CLASSNAMES[name])
+
+
+def domain_templates(name: str) -> list[str]:
+    """Prompt templates (each with one ``{}``) of a domain; the first one is the "main" template."""
+    _check_domain(name)
+    return list(_TEMPLATES[name])
+
+
+def _check_domain(name: str) -> None:
+    if name not in _CLASSNAMES:
+        raise KeyError(f"unknown synthetic domain {name!r}; known: {', '.join(DOMAIN_NAMES)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------------
+class SyntheticImages(torch.utils.data.Dataset):
+    """Images held as one uint8 array ``(N, H, W, 3)``; items are ``(PIL RGB image, int label)``.
+
+    ``images`` is exposed for fast paths (tensor conversion without PIL round trips).
+    """
+
+    def __init__(self, images: np.ndarray, targets: Sequence[int], classnames: Sequence[str],
+                 templates: Sequence[str], name: str = "", transform: Callable | None = None):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError("images must be a uint8 array of shape (N, H, W, 3)")
+        if len(images) != len(targets):
+            raise ValueError("images and targets differ in length")
+        self.images = images
+        self.targets = [int(t) for t in targets]
+        self.classnames = list(classnames)
+        self.templates = list(templates)
+        self.name = name
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i])
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, self.targets[i]
+
+    def __repr__(self) -> str:
+        return (f"SyntheticImages(name={self.name!r}, n={len(self)}, classes={len(self.classnames)}, "
+                f"size={self.images.shape[1]})")
+
+
+class CaptionDataset(torch.utils.data.Dataset):
+    """Image-caption pairs for pretraining; items are ``(PIL RGB image, caption str)``."""
+
+    def __init__(self, images: np.ndarray, captions: Sequence[str], transform: Callable | None = None):
+        if len(images) != len(captions):
+            raise ValueError("images and captions differ in length")
+        self.images = images
+        self.captions = list(captions)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i])
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, self.captions[i]
+
+
+# --------------------------------------------------------------------------------------------------
+# Random streams
+# --------------------------------------------------------------------------------------------------
+_SPLIT_IDS = {"train": 1, "test": 2, "captions": 3}
+
+
+def _rng(seed: int, *keys) -> np.random.Generator:
+    words = [int(seed) & 0xFFFFFFFF, GENERATOR_VERSION]
+    for k in keys:
+        words.append(zlib.crc32(str(k).encode()) if not isinstance(k, int) else int(k) & 0xFFFFFFFF)
+    return np.random.default_rng(np.random.SeedSequence(words))
+
+
+@functools.lru_cache(maxsize=1)
+def _digit_bank() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's bundled 8x8 handwritten digits (1797 samples), values scaled to 0..1."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images.astype(np.float32) / 16.0), d.target.astype(np.int64)
+
+
+def _digit_pool(split: str) -> np.ndarray:
+    """Indices of the digit bank usable by ``split``: the test split owns every 4th sample."""
+    n = len(_digit_bank()[1])
+    idx = np.arange(n)
+    return idx[idx % 4 == 0] if split == "test" else idx[idx % 4 != 0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering primitives (all vectorised over a batch of images)
+# --------------------------------------------------------------------------------------------------
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    h = np.mod(h, 1.0) * 6.0
+    i = np.floor(h).astype(np.int64) % 6
+    f = h - np.floor(h)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    table = np.stack([np.stack([v, t, p], -1), np.stack([q, v, p], -1), np.stack([p, v, t], -1),
+                      np.stack([p, q, v], -1), np.stack([t, p, v], -1), np.stack([v, p, q], -1)], 0)
+    return table[i, np.arange(len(i))].astype(np.float32)
+
+
+def _grid(S: int):
+    c = (np.arange(S, dtype=np.float32) + 0.5) / S
+    return c[None, :, None], c[None, None, :]  # yy (1,S,1), xx (1,1,S)
+
+
+def _soft(level: np.ndarray, r_pix: np.ndarray) -> np.ndarray:
+    """Anti-aliased alpha from a level function that is 1 on the boundary, <1 inside."""
+    return np.clip((1.0 - level) * r_pix + 0.5, 0.0, 1.0)
+
+
+def _shape_levels(sid: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    if sid == 0:  # circle
+        return np.sqrt(u * u + v * v)
+    if sid == 1:  # square
+        return np.maximum(np.abs(u), np.abs(v)) / 0.8
+    if sid == 2:  # triangle, inscribed in the unit circle
+        a = np.deg2rad(np.array([-90.0, 30.0, 150.0], dtype=np.float32))
+        lv = np.maximum(np.maximum(np.cos(a[0]) * u + np.sin(a[0]) * v, np.cos(a[1]) * u + np.sin(a[1]) * v),
+                        np.cos(a[2]) * u + np.sin(a[2]) * v)
+        return lv / 0.5
+    if sid == 3:  # cross (plus sign)
+        au, av = np.abs(u), np.abs(v)
+        return np.minimum(np.maximum(au / 0.95, av / 0.34), np.maximum(au / 0.34, av / 0.95))
+    if sid == 4:  # ring
+        return np.abs(np.sqrt(u * u + v * v) - 0.72) / 0.28
+    if sid == 5:  # five-pointed star
+        rr = np.sqrt(u * u + v * v)
+        phi = np.arctan2(v, u)
+        return rr / (0.62 + 0.38 * np.cos(5 * phi))
+    raise ValueError(sid)
+
+
+def _object_alpha(kind: np.ndarray, cx, cy, r, rot, S: int, digit_idx=None) -> np.ndarray:
+    """Alpha masks (m,S,S) for objects. kind < 6: a shape; kind == 6: the digit ``digit_idx``."""
+    yy, xx = _grid(S)
+    dx = (xx - cx[:, None, None]) / r[:, None, None]
+    dy = (yy - cy[:, None, None]) / r[:, None, None]
+    c, s = np.cos(rot)[:, None, None], np.sin(rot)[:, None, None]
+    u = c * dx + s * dy
+    v = -s * dx + c * dy
+    out = np.zeros((len(kind), S, S), dtype=np.float32)
+    r_pix = (r * S)[:, None, None]
+    for sid in range(7):
+        m = kind == sid
+        if not m.any():
+            continue
+        if sid < 6:
+            out[m] = _soft(_shape_levels(sid, u[m], v[m]), r_pix[m] * 0.9)
+        else:
+            out[m] = _digit_alpha(digit_idx[m], u[m], v[m])
+    return out
+
+
+def _digit_alpha(digit_idx: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear sample of the 8x8 digit over the box u,v in [-1,1]; sharpened into an alpha."""
+    bank = _digit_bank()[0]
+    m = len(digit_idx)
+    pad = np.zeros((m, 10, 10), dtype=np.float32)
+    pad[:, 1:9, 1:9] = bank[digit_idx]
+    gx = (u + 1.0) * 4.0 - 0.5 + 1.0  # pixel coordinate in the padded 10x10 grid
+    gy = (v + 1.0) * 4.0 - 0.5 + 1.0
+    gx = np.clip(gx, 0.0, 8.999)
+    gy = np.clip(gy, 0.0, 8.999)
+    x0 = np.floor(gx).astype(np.int64)
+    y0 = np.floor(gy).astype(np.int64)
+    fx, fy = gx - x0, gy - y0
+    flat = pad.reshape(-1)
+    base = (np.arange(m) * 100)[:, None, None]
+    i00 = base + y0 * 10 + x0
+    val = (flat[i00] * (1 - fx) * (1 - fy) + flat[i00 + 1] * fx * (1 - fy)
+           + flat[i00 + 10] * (1 - fx) * fy + flat[i00 + 11] * fx * fy)
+    return np.clip((val - 0.22) * 3.0, 0.0, 1.0).astype(np.float32)
+
+
+def _texture_level(kind: np.ndarray, period: np.ndarray, phase: np.ndarray, angle_sign: np.ndarray,
+                   S: int, rng: np.random.Generator) -> np.ndarray:
+    """Mixing level t in [0,1] (m,S,S) between the two background colours."""
+    yy, xx = _grid(S)
+    m = len(kind)
+    t = np.zeros((m, S, S), dtype=np.float32)
+    p = period[:, None, None]
+    ph = phase[:, None, None] * 2 * np.pi
+    sharp = 3.0
+
+    def sq(z):
+        return np.clip(np.sin(z) * sharp, -1, 1) * 0.5 + 0.5
+
+    for k in range(1, 7):
+        sel = kind == k
+        if not sel.any():
+            continue
+        pk, phk = p[sel], ph[sel]
+        if k == 1:
+            t[sel] = sq(2 * np.pi * yy / pk + phk) + 0 * xx
+        elif k == 2:
+            t[sel] = sq(2 * np.pi * xx / pk + phk) + 0 * yy
+        elif k == 3:
+            sgn = angle_sign[sel][:, None, None]
+            t[sel] = sq(2 * np.pi * (xx + sgn * yy) / (pk * 1.41) + phk)
+        elif k == 4:
+            z = np.sin(np.pi * xx / pk * 1.0 + phk) * np.sin(np.pi * yy / pk + phk)
+            t[sel] = np.clip(z * sharp, -1, 1) * 0.5 + 0.5
+        elif k == 5:
+            fx = np.mod(xx / pk + phase[sel][:, None, None], 1.0) - 0.5
+            fy = np.mod(yy / pk + phase[sel][:, None, None] * 0.7, 1.0) - 0.5
+            d = np.sqrt(fx * fx + fy * fy)
+            t[sel] = np.clip((0.28 - d) * pk * S * 0.9 + 0.5, 0, 1)
+        elif k == 6:
+            n = int(sel.sum())
+            cells = max(S // 3, 2)
+            z = (rng.random((n, cells, cells)) > 0.5).astype(np.float32)
+            rep = -(-S // cells)
+            z = np.repeat(np.repeat(z, rep, axis=1), rep, axis=2)[:, :S, :S]
+            t[sel] = z
+    return t
+
+
+def _palette(rng: np.random.Generator, cidx: np.ndarray, hue_jit: float, s_rng, v_rng) -> np.ndarray:
+    n = len(cidx)
+    h = _HUES[cidx] + rng.uniform(-hue_jit, hue_jit, n).astype(np.float32) / 360.0
+    s = rng.uniform(*s_rng, n).astype(np.float32)
+    v = rng.uniform(*v_rng, n).astype(np.float32)
+    return _hsv_to_rgb(h, s, v)
+
+
+def _random_colour(rng, n, s_rng=(0.0, 1.0), v_rng=(0.0, 1.0)) -> np.ndarray:
+    return _hsv_to_rgb(rng.random(n).astype(np.float32), rng.uniform(*s_rng, n).astype(np.float32),
+                       rng.uniform(*v_rng, n).astype(np.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# Scene description -> pixels
+# --------------------------------------------------------------------------------------------------
+class _Scene:
+    """Per-image parameter arrays for a batch of n images with up to K objects each."""
+
+    def __init__(self, n: int, K: int = 1):
+        self.n, self.K = n, K
+        self.bg_kind = np.zeros(n, np.int64)
+        self.bg_c1 = np.zeros((n, 3), np.float32)
+        self.bg_c2 = np.zeros((n, 3), np.float32)
+        self.bg_period = np.full(n, 0.2, np.float32)
+        self.bg_phase = np.zeros(n, np.float32)
+        self.bg_sign = np.ones(n, np.float32)
+        self.present = np.zeros((n, K), bool)
+        self.kind = np.zeros((n, K), np.int64)
+        self.digit = np.zeros((n, K), np.int64)
+        self.cx = np.full((n, K), 0.5, np.float32)
+        self.cy = np.full((n, K), 0.5, np.float32)
+        self.r = np.full((n, K), 0.2, np.float32)
+        self.rot = np.zeros((n, K), np.float32)
+        self.rgb = np.zeros((n, K, 3), np.float32)
+        self.gain = np.ones(n, np.float32)       # lighting multiplier
+        self.offset = np.zeros(n, np.float32)    # lighting offset
+        self.noise = np.zeros(n, np.float32)     # gaussian pixel noise std
+
+
+def _render(sc: _Scene, S: int, rng: np.random.Generator, chunk: int = 2048) -> np.ndarray:
+    out = np.empty((sc.n, S, S, 3), np.uint8)
+    for a in range(0, sc.n, chunk):
+        b = min(a + chunk, sc.n)
+        sl = slice(a, b)
+        t = _texture_level(sc.bg_kind[sl], sc.bg_period[sl], sc.bg_phase[sl], sc.bg_sign[sl], S, rng)
+        img = sc.bg_c1[sl, None, None, :] * (1 - t[..., None]) + sc.bg_c2[sl, None, None, :] * t[..., None]
+        for k in range(sc.K):
+            pres = sc.present[sl, k]
+            if not pres.any():
+                continue
+            rows = np.nonzero(pres)[0]
+            g = rows + a
+            al = _object_alpha(sc.kind[g, k], sc.cx[g, k], sc.cy[g, k], sc.r[g, k], sc.rot[g, k], S,
+                               sc.digit[g, k])[..., None]
+            img[rows] = img[rows] * (1 - al) + sc.rgb[g, k][:, None, None, :] * al
+        img = img * sc.gain[sl, None, None, None] + sc.offset[sl, None, None, None]
+        nz = sc.noise[sl]
+        if np.any(nz > 0):
+            img = img + rng.standard_normal(img.shape, dtype=np.float32) * nz[:, None, None, None]
+        out[sl] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter samplers shared by domains and captions
+# --------------------------------------------------------------------------------------------------
+def _sample_background(sc: _Scene, rng, idx: np.ndarray, kinds: np.ndarray, contrast: tuple[float, float],
+                       sat: tuple[float, float] = (0.0, 0.6)):
+    n = len(idx)
+    sc.bg_kind[idx] = kinds
+    c1 = _random_colour(rng, n, s_rng=sat, v_rng=(0.15, 0.95))
+    other = _random_colour(rng, n, s_rng=sat, v_rng=(0.0, 1.0))
+    # second colour = c1 pulled towards a contrasting colour by `contrast`
+    away = np.where(c1.mean(1, keepdims=True) > 0.5, other * 0.4, 0.6 + other * 0.4)
+    con = rng.uniform(*contrast, n).astype(np.float32)[:, None]
+    sc.bg_c1[idx] = c1
+    sc.bg_c2[idx] = c1 * (1 - con) + away * con
+    sc.bg_period[idx] = rng.uniform(0.14, 0.3, n).astype(np.float32)
+    sc.bg_phase[idx] = rng.random(n).astype(np.float32)
+    sc.bg_sign[idx] = rng.choice(np.array([-1.0, 1.0], np.float32), n)
+
+
+def _fix_visibility(sc: _Scene, idx, k=0):
+    lum_o = sc.rgb[idx, k].mean(1)
+    lum_b = sc.bg_c1[idx].mean(1)
+    close = np.abs(lum_o - lum_b) < 0.2
+    j = idx[close]
+    if len(j):
+        dark = sc.rgb[j, k].mean(1) > 0.45
+        sc.bg_c1[j] = np.where(dark[:, None], sc.bg_c1[j] * 0.35, 0.55 + 0.45 * sc.bg_c1[j])
+        sc.bg_c2[j] = np.where(dark[:, None], sc.bg_c2[j] * 0.35, 0.55 + 0.45 * sc.bg_c2[j])
+
+
+# difficulty knobs: pretraining captions are "clean", downstream splits are "shifted"
+_CLEAN = dict(noise=(0.0, 0.03), bg_contrast=(0.05, 0.35), gain=(0.9, 1.1), hue_jit=6.0)
+_SHIFT = dict(noise=(0.04, 0.12), bg_contrast=(0.1, 0.5), gain=(0.65, 1.25), hue_jit=10.0)
+
+
+def _lighting(sc: _Scene, rng, idx, knobs):
+    n = len(idx)
+    sc.gain[idx] = rng.uniform(*knobs["gain"], n)
+    sc.offset[idx] = rng.uniform(-0.06, 0.06, n)
+    sc.noise[idx] = rng.uniform(*knobs["noise"], n)
+
+
+def _bg_kinds(rng, n, p_plain=0.4):
+    k = rng.integers(1, 7, n)
+    return np.where(rng.random(n) < p_plain, 0, k)
+
+
+# --------------------------------------------------------------------------------------------------
+# Domains
+# --------------------------------------------------------------------------------------------------
+def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs=_SHIFT) -> _Scene:
+    n = len(labels)
+    idx = np.arange(n)
+    if name == "counts":
+        sc = _Scene(n, K=5)
+    elif name == "colours":
+        sc = _Scene(n, K=2)
+    else:
+        sc = _Scene(n, K=1)
+    con = knobs["bg_contrast"]
+    hj = knobs["hue_jit"]
+    if name == "shapes":
+        _sample_background(sc, rng, idx, _bg_kinds(rng, n), con)
+        sc.present[:, 0] = True
+        sc.kind[:, 0] = labels
+        sc.r[:, 0] = rng.uniform(0.15, 0.3, n)
+        sc.cx[:, 0] = rng.uniform(sc.r[:, 0], 1 - sc.r[:, 0])
+        sc.cy[:, 0] = rng.uniform(sc.r[:, 0], 1 - sc.r[:, 0])
+        sc.rot[:, 0] = rng.uniform(0, 2 * np.pi, n)
+        sc.rgb[:, 0] = _palette(rng, rng.integers(0, 8, n), hj, (0.4, 1.0), (0.5, 1.0))
+        _fix_visibility(sc, idx)
+    elif name == "colours":
+        _sample_background(sc, rng, idx, _bg_kinds(rng, n), con, sat=(0.0, 0.35))
+        sc.present[:, 0] = True
+        sc.kind[:, 0] = rng.integers(0, 6, n)
+        sc.r[:, 0] = rng.uniform(0.18, 0.32, n)
+        sc.cx[:, 0] = rng.uniform(0.3, 0.7, n)
+        sc.cy[:, 0] = rng.uniform(0.3, 0.7, n)
+        sc.rot[:, 0] = rng.uniform(0, 2 * np.pi, n)
+        sc.rgb[:, 0] = _palette(rng, labels, hj + 4, (0.45, 1.0), (0.5, 1.0))
+        _fix_visibility(sc, idx)
+        # a small distractor of another colour in a corner, half of the time
+        d = rng.random(n) < 0.5
+        sc.present[:, 1] = d
+        sc.kind[:, 1] = rng.integers(0, 6, n)
+        sc.r[:, 1] = rng.uniform(0.07, 0.11, n)
+        corner = rng.integers(0, 4, n)
+        sc.cx[:, 1] = np.where(corner % 2 == 0, 0.12, 0.88)
+        sc.cy[:, 1] = np.where(corner // 2 == 0, 0.12, 0.88)
+        sc.rgb[:, 1] = _palette(rng, (labels + rng.integers(1, 8, n)) % 8, hj, (0.5, 1.0), (0.5, 1.0))
+    elif name == "textures":
+        _sample_background(sc, rng, idx, labels + 1, (0.3, 0.9), sat=(0.0, 0.8))
+        # an occluding object a third of the time
+        sc.present[:, 0] = rng.random(n) < 0.33
+        sc.kind[:, 0] = rng.integers(0, 6, n)
+        sc.r[:, 0] = rng.uniform(0.1, 0.2, n)
+        sc.cx[:, 0] = rng.uniform(0.25, 0.75, n)
+        sc.cy[:, 0] = rng.uniform(0.25, 0.75, n)
+        sc.rgb[:, 0] = _palette(rng, rng.integers(0, 8, n), hj, (0.5, 1.0), (0.5, 1.0))
+    elif name == "digits":
+        _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=0.6), (0.05, 0.3))
+        pool = _digit_pool("test" if knobs.get("split") == "test" else "train")
+        tgt = _digit_bank()[1][pool]
+        sc.present[:, 0] = True
+        sc.kind[:, 0] = 6
+        # draw, for every image, a bank sample of the required digit
+        digit = np.empty(n, np.int64)
+        for dgt in range(10):
+            m = labels == dgt
+            if m.any():
+                cand = pool[tgt == dgt]
+                digit[m] = cand[rng.integers(0, len(cand), int(m.sum()))]
+        sc.digit[:, 0] = digit
+        sc.r[:, 0] = rng.uniform(0.3, 0.42, n)
+        sc.cx[:, 0] = rng.uniform(0.4, 0.6, n)
+        sc.cy[:, 0] = rng.uniform(0.4, 0.6, n)
+        sc.rot[:, 0] = rng.uniform(-0.3, 0.3, n)
+        sc.rgb[:, 0] = _palette(rng, rng.integers(0, 8, n), hj, (0.3, 1.0), (0.6, 1.0))
+        _fix_visibility(sc, idx)
+    elif name == "counts":
+        _sample_background(sc, rng, idx, _bg_kinds(rng, n), con)
+        cnt = labels + 1
+        _place_counted(sc, rng, idx, cnt, r_rng=(0.055, 0.085))
+        same = rng.random(n) < 0.5
+        base_shape = rng.integers(0, 6, n)
+        shp = np.where(same[:, None], base_shape[:, None], rng.integers(0, 6, (n, 5)))
+        sc.kind[:] = shp
+        col = rng.integers(0, 8, n)
+        for k in range(5):
+            sc.rgb[:, k] = _palette(rng, col, hj, (0.5, 1.0), (0.6, 1.0))
+        _fix_visibility(sc, idx)
+    elif name == "positions":
+        _sample_background(sc, rng, idx, _bg_kinds(rng, n), con)
+        sc.present[:, 0] = True
+        sc.kind[:, 0] = rng.integers(0, 6, n)
+        sc.r[:, 0] = rng.uniform(0.09, 0.17, n)
+        jit = 0.12
+        sc.cx[:, 0] = _POS_XY[labels, 0] + rng.uniform(-jit, jit, n)
+        sc.cy[:, 0] = _POS_XY[labels, 1] + rng.uniform(-jit, jit, n)
+        sc.rot[:, 0] = rng.uniform(0, 2 * np.pi, n)
+        sc.rgb[:, 0] = _palette(rng, rng.integers(0, 8, n), hj, (0.4, 1.0), (0.5, 1.0))
+        _fix_visibility(sc, idx)
+    else:  # pragma: no cover - guarded by _check_domain
+        raise KeyError(name)
+    _lighting(sc, rng, idx, knobs)
+    return sc
+
+
+def _place_counted(sc: _Scene, rng, idx, cnt, r_rng):
+    """Place cnt[i] non-overlapping small objects per image on a jittered 4x4 grid of cells."""
+    n = len(idx)
+    cells = np.argsort(rng.random((n, 16)), axis=1)[:, :5]
+    cxs = (cells % 4 + 0.5) / 4.0 + rng.uniform(-0.04, 0.04, (n, 5))
+    cys = (cells // 4 + 0.5) / 4.0 + rng.uniform(-0.04, 0.04, (n, 5))
+    sc.present[idx] = np.arange(5)[None, :] < cnt[:, None]
+    sc.cx[idx] = cxs
+    sc.cy[idx] = cys
+    sc.r[idx] = rng.uniform(*r_rng, n)[:, None] * rng.uniform(0.85, 1.15, (n, 5))
+    sc.rot[idx] = rng.uniform(0, 2 * np.pi, (n, 5))
+
+
+def make_domain_split(name: str, split: str, *, n_per_class: int, image_size: int = 32,
+                      seed: int = 0) -> SyntheticImages:
+    """A class-balanced, shuffled split of one domain; deterministic in all its arguments.
+
+    Train and test use different random streams (and, for digits, disjoint handwritten samples).
+    """
+    _check_domain(name)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    if n_per_class < 1 or image_size < 8:
+        raise ValueError("n_per_class must be >= 1 and image_size >= 8")
+    rng = _rng(seed, "domain", name, _SPLIT_IDS[split], n_per_class, image_size)
+    classes = _CLASSNAMES[name]
+    labels = np.repeat(np.arange(len(classes)), n_per_class)
+    labels = labels[rng.permutation(len(labels))]
+    knobs = dict(_SHIFT, split=split)
+    sc = _domain_scene(name, labels, rng, knobs)
+    images = _render(sc, image_size, rng)
+    return SyntheticImages(images, labels.tolist(), classes, _TEMPLATES[name], name=f"{name}/{split}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Captions (pretraining data)
+# --------------------------------------------------------------------------------------------------
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def make_caption_dataset(n: int, *, image_size: int = 32, seed: int = 0) -> CaptionDataset:
+    """``n`` (image, caption) pairs of compositional scenes, e.g.
+    "a small red triangle in the top left on a striped background" (attributes sometimes omitted).
+
+    The scene mix covers every domain's concepts (single objects, counted objects, handwritten digits,
+    full-image textures) on cleaner images than the downstream splits.
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    rng = _rng(seed, "captions", n, image_size)
+    # scene types: 0 single object, 1 counted objects, 2 digit, 3 texture
+    stype = rng.choice(4, size=n, p=[0.5, 0.17, 0.17, 0.16])
+    sc = _Scene(n, K=5)
+    idx_all = np.arange(n)
+    knobs = _CLEAN
+    _sample_background(sc, rng, idx_all, _bg_kinds(rng, n, p_plain=0.45), knobs["bg_contrast"])
+    col = rng.integers(0, 8, n)
+    shape = rng.integers(0, 6, n)
+    pos = rng.integers(0, 6, n)  # 5 = anywhere (not captioned)
+    r = rng.uniform(0.1, 0.32, n)
+    cnt = rng.integers(1, 6, n)
+    digit_pool = _digit_pool("train")
+    digit_idx = digit_pool[rng.integers(0, len(digit_pool), n)]
+    digit_lbl = _digit_bank()[1][digit_idx]
+    tex_kind = rng.integers(1, 7, n)
+
+    # --- single objects
+    i0 = idx_all[stype == 0]
+    sc.present[i0, 0] = True
+    sc.kind[i0, 0] = shape[i0]
+    sc.r[i0, 0] = r[i0]
+    rr = np.minimum(r[i0], 0.2)
+    anywhere = pos[i0] == 5
+    p5 = np.minimum(pos[i0], 4)
+    sc.cx[i0, 0] = np.where(anywhere, rng.uniform(r[i0], 1 - r[i0]), _POS_XY[p5, 0] + rng.uniform(-0.08, 0.08, len(i0)))
+    sc.cy[i0, 0] = np.where(anywhere, rng.uniform(r[i0], 1 - r[i0]), _POS_XY[p5, 1] + rng.uniform(-0.08, 0.08, len(i0)))
+    sc.r[i0, 0] = np.where(anywhere, r[i0], rr)
+    sc.rot[i0, 0] = rng.uniform(0, 2 * np.pi, len(i0))
+    sc.rgb[i0, 0] = _palette(rng, col[i0], knobs["hue_jit"], (0.55, 1.0), (0.6, 1.0))
+    _fix_visibility(sc, i0)
+    # --- counted objects
+    i1 = idx_all[stype == 1]
+    _place_counted(sc, rng, i1, cnt[i1], r_rng=(0.06, 0.09))
+    sc.kind[i1] = shape[i1][:, None]
+    for k in range(5):
+        sc.rgb[i1, k] = _palette(rng, col[i1], knobs["hue_jit"], (0.55, 1.0), (0.6, 1.0))
+    _fix_visibility(sc, i1)
+    # --- digits
+    i2 = idx_all[stype == 2]
+    sc.present[i2, 0] = True
+    sc.kind[i2, 0] = 6
+    sc.digit[i2, 0] = digit_idx[i2]
+    sc.r[i2, 0] = rng.uniform(0.34, 0.44, len(i2))
+    sc.cx[i2, 0] = rng.uniform(0.44, 0.56, len(i2))
+    sc.cy[i2, 0] = rng.uniform(0.44, 0.56, len(i2))
+    sc.rot[i2, 0] = rng.uniform(-0.15, 0.15, len(i2))
+    sc.rgb[i2, 0] = _palette(rng, col[i2], knobs["hue_jit"], (0.3, 1.0), (0.6, 1.0))
+    _fix_visibility(sc, i2)
+    # --- textures
+    i3 = idx_all[stype == 3]
+    _sample_background(sc, rng, i3, tex_kind[i3], (0.4, 0.9), sat=(0.0, 0.8))
+    _lighting(sc, rng, idx_all, knobs)
+
+    images = _render(sc, image_size, rng)
+
+    # --- captions
+    u = rng.random((n, 8))
+    prefixes = ("", "", "", "a photo of ", "a drawing of ", "an image of ")
+    pre_i = rng.integers(0, len(prefixes), n)
+    r_final = sc.r[:, 0]
+    caps: list[str] = []
+    for i in range(n):
+        t = stype[i]
+        bgk = int(sc.bg_kind[i])
+        bg = f" on a {TEXTURES[bgk]} background" if u[i, 5] < 0.45 else ""
+        if t == 0:
+            words = []
+            if u[i, 0] < 0.4:
+                if r_final[i] >= 0.22:
+                    words.append("large")
+                elif r_final[i] <= 0.15:
+                    words.append("small")
+            if u[i, 1] < 0.75:
+                words.append(COLOURS[col[i]])
+            words.append(SHAPES[shape[i]] if u[i, 2] < 0.8 else ("shape" if u[i, 3] < 0.5 else "object"))
+            phrase = " ".join(words)
+            where = f" in the {POSITIONS[pos[i]]}" if pos[i] < 5 and u[i, 4] < 0.7 else ""
+            body = f"{_article(phrase)} {phrase}{where}{bg}"
+        elif t == 1:
+            c = int(cnt[i])
+            if u[i, 2] < 0.6:
+                noun = SHAPES[shape[i]] if c == 1 else SHAPES_PLURAL[shape[i]]
+            else:
+                noun = ("shape", "object", "thing")[int(u[i, 3] * 3)] + ("" if c == 1 else "s")
+            colw = f"{COLOURS[col[i]]} " if u[i, 1] < 0.6 else ""
+            body = f"{NUMBERS[c - 1]} {colw}{noun}{bg}"
+        elif t == 2:
+            d = DIGITS[digit_lbl[i]]
+            colw = f" in {COLOURS[col[i]]}" if u[i, 1] < 0.3 else ""
+            form = ("the digit {}", "a handwritten {}", "the number {}", "a handwritten digit {}")[int(u[i, 2] * 4)]
+            body = form.format(d) + colw + bg
+        else:
+            tk = TEXTURES[tex_kind[i]]
+            form = ("a {} pattern", "a {} texture", "a {} background", "a {} surface")[int(u[i, 2] * 4)]
+            body = form.format(tk)
+        if t in (0, 1) and body.startswith(("a ", "an ")) and pre_i[i] >= 3:
+            body = prefixes[pre_i[i]] + body
+        elif t == 1 and pre_i[i] >= 3:
+            body = prefixes[pre_i[i]] + body
+        caps.append(body + ".")
+    return CaptionDataset(images, caps)

@@ -1,0 +1,1 @@
+"""The one training and evaluation loop every method shares."""

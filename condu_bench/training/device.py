@@ -1,0 +1,44 @@
+"""Device, precision and seeding decisions, made once per run."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from condu_bench.errors import UserError
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={requested} was asked for but CUDA is not available here; use device=auto or cpu")
+    return device
+
+
+def autocast_factory(device: torch.device, precision: str) -> Callable[[], Any]:
+    """bf16 autocast on CUDA by default (no loss scaling needed); full fp32 on the CPU."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def derived_seed(*parts: int | str) -> int:
+    """A stable seed for (run seed, stream, task, ...): the same whatever ran before, so resumes match."""
+    import hashlib
+
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2**63)

@@ -1,0 +1,96 @@
+"""Train one task: exactly the method's trainable parameters, warm-up + cosine, NaN guard, progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from condu_bench.config import TrainConfig
+from condu_bench.errors import TrainingDiverged, UserError
+from condu_bench.method import Batch, RunContext, TaskInfo
+from condu_bench.training.device import derived_seed
+from condu_bench.training.schedule import warmup_cosine
+
+
+def select_trainable(model: torch.nn.Module, method: Any) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze what the method names. The optimizer is built from this list only
+    (Avalanche's make_optimizer would silently add every parameter of the model)."""
+    chosen = list(method.trainable_parameters(model))
+    model.requires_grad_(False)
+    params = []
+    for name, param in chosen:
+        param.requires_grad_(True)
+        params.append(param)
+    if method.trains and not params:
+        raise UserError(f"method {method.name!r} trains but returned no trainable parameters")
+    return params
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def endless_batches(dataset: Any, batch_size: int, seed: int, num_workers: int, pin: bool) -> Iterator[tuple]:
+    """Reshuffled epochs without end; the order depends only on ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=RandomSampler(dataset, generator=generator),
+        num_workers=num_workers,
+        pin_memory=pin,
+        drop_last=len(dataset) >= batch_size,
+        persistent_workers=num_workers > 0,
+    )
+    while True:
+        yield from loader
+
+
+def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, stream_index: int,
+               num_workers: int = 0, progress: bool = True) -> dict[str, float]:
+    """Run ``task.iterations`` optimizer steps on ``dataset`` (an Avalanche experience dataset)."""
+    from tqdm.auto import tqdm
+
+    cfg: TrainConfig = ctx.train_config
+    model = ctx.model
+    method.before_task(task, ctx)
+    params = select_trainable(model, method)
+    if not params or task.iterations == 0:
+        method.after_task(task, ctx)
+        return {"iterations": 0}
+    optimizer = build_optimizer(params, cfg, task.lr)
+    scheduler = warmup_cosine(optimizer, cfg.warmup_steps, task.iterations, cfg.schedule)
+    seed = derived_seed(ctx.seed, stream_index, task.index)
+    torch.manual_seed(seed)  # augmentation randomness
+    batches = endless_batches(dataset, cfg.batch_size, seed, num_workers, ctx.device.type == "cuda")
+    model.train()
+    bar = tqdm(range(task.iterations), desc=f"{method.name} | {task.name}", disable=not progress, leave=False)
+    running = 0.0
+    for step in bar:
+        images, labels = next(batches)[:2]  # avalanche appends the task label
+        batch = Batch(images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True))
+        with ctx.autocast():
+            loss = method.training_loss(batch, task, ctx)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"method {method.name!r}: the loss became {loss.item()} on task {task.name!r} (task {task.index + 1}) "
+                f"at step {step + 1}/{task.iterations}; lower the learning rate (train.lr={task.lr}) or check the data"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+        optimizer.step()
+        scheduler.step()
+        method.after_iteration(step, task, ctx)
+        running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{running:.3f}")
+    model.eval()
+    method.after_task(task, ctx)
+    return {"iterations": task.iterations, "final_loss": running}

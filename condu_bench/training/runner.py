@@ -1,0 +1,131 @@
+"""Run one (method, seed) over a scenario: train each stream's tasks, evaluate after every step, resume.
+
+Each stream starts from the pretrained weights with a fresh method instance. After every completed task the
+accuracy rows, the model and the method's state are checkpointed, so a killed run continues from there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from condu_bench import run_store
+from condu_bench.config import RunConfig
+from condu_bench.method import RunContext, TaskInfo
+from condu_bench.scenarios.avalanche_stream import build_avalanche_benchmark
+from condu_bench.scenarios.base import Scenario, Stream
+from condu_bench.training.device import derived_seed, seed_everything
+from condu_bench.training.evaluate import Evaluator
+from condu_bench.training.loop import train_task
+
+
+@dataclass
+class StreamResult:
+    name: str
+    step_names: list[str]
+    column_names: list[str]
+    rows: list[list[float]] = field(default_factory=list)
+
+
+def split_method_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A method's flat state: tensors go to safetensors, the rest must be JSON."""
+    tensors = {f"method/{k}": v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    plain = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+    json.dumps(plain)  # fails loudly for a state that cannot be resumed
+    return tensors, plain
+
+
+def join_method_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+    state = dict(plain)
+    state.update({k[len("method/"):]: v for k, v in tensors.items() if k.startswith("method/")})
+    return state
+
+
+class MethodRun:
+    def __init__(self, method_cls: type, method_config: Any, config: RunConfig, scenario: Scenario, ctx: RunContext,
+                 directory: Path, config_hash: str):
+        self.method_cls, self.method_config = method_cls, method_config
+        self.config, self.scenario, self.ctx = config, scenario, ctx
+        self.directory, self.config_hash = directory, config_hash
+        self.evaluator = Evaluator(ctx, config.eval.batch_size, config.num_workers, config.eval.max_per_dataset, config.progress)
+
+    def reset_model(self) -> None:
+        self.ctx.model.load_state_dict(self.ctx.pretrained_state)
+        self.ctx.model.requires_grad_(False).eval()
+
+    def task_info(self, index: int, stream: Stream) -> TaskInfo:
+        task = stream.train[index]
+        cfg = self.config.train
+        return TaskInfo(
+            index=index,
+            data=task,
+            iterations=cfg.iterations_per_task.get(task.name, cfg.iterations),
+            lr=cfg.lr_per_task.get(task.name, cfg.lr),
+        )
+
+    def evaluate_row(self, method: Any, stream: Stream) -> list[float]:
+        known = not self.scenario.task_agnostic
+        self.ctx.label_space = list(stream.evaluate)
+        return [self.evaluator.accuracy(method, task, known, stream.evaluate) for task in stream.evaluate]
+
+    def run(self, resume: bool) -> tuple[list[StreamResult], float]:
+        progress = run_store.read_progress(self.directory) if resume else None
+        results: list[StreamResult] = [StreamResult(**r) for r in progress["results"]] if progress else []
+        elapsed = progress["elapsed_s"] if progress else 0.0
+        start = time.perf_counter() - elapsed
+        for s_index, stream in enumerate(self.scenario.streams):
+            done_in_stream = 0
+            if s_index < len(results):
+                done_in_stream = len(results[s_index].rows)
+                if done_in_stream == len(stream.train):
+                    continue
+            else:
+                results.append(StreamResult(stream.name, [t.name for t in stream.train], [t.name for t in stream.evaluate]))
+            self.run_stream(s_index, stream, results, done_in_stream, progress if done_in_stream else None, start)
+        return results, time.perf_counter() - start
+
+    def run_stream(self, s_index: int, stream: Stream, results: list[StreamResult], done: int,
+                   progress: dict[str, Any] | None, start: float) -> None:
+        ctx = self.ctx
+        self.reset_model()
+        seed_everything(derived_seed(ctx.seed, s_index, "setup"))  # fixes any initialisation a method makes
+        method = self.method_cls(self.method_config)
+        ctx.tasks_seen = []
+        method.setup(ctx)
+        result = results[s_index]
+        if progress is not None:
+            tensors = run_store.load_progress_tensors(self.directory)
+            ctx.model.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")})
+            method.load_state_dict(join_method_state(tensors, progress["method_state"]))
+            ctx.tasks_seen = list(stream.train[:done])
+        if not method.trains:
+            row = self.evaluate_row(method, stream)
+            result.rows = [row for _ in stream.train]
+            return
+        train_tf = ctx.train_transform if self.config.train.augment == "model" else ctx.eval_transform
+        benchmark = build_avalanche_benchmark(stream, train_tf, ctx.eval_transform)
+        for index, experience in enumerate(benchmark.train_stream):
+            if index < done:
+                continue
+            info = self.task_info(index, stream)
+            train_task(method, info, experience.dataset.train(), ctx, stream_index=s_index,
+                       num_workers=self.config.num_workers, progress=self.config.progress)
+            ctx.tasks_seen.append(info.data)
+            result.rows.append(self.evaluate_row(method, stream))
+            self.checkpoint(method, results, start)
+
+    def checkpoint(self, method: Any, results: list[StreamResult], start: float) -> None:
+        tensors, plain = split_method_state(method.state_dict())
+        tensors.update({f"model/{k}": v for k, v in self.ctx.model.state_dict().items()})
+        progress = {
+            "config_hash": self.config_hash,
+            "results": [r.__dict__ for r in results],
+            "method_state": plain,
+            "elapsed_s": time.perf_counter() - start,
+        }
+        run_store.save_progress(self.directory, progress, tensors)
