@@ -134,8 +134,8 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     if is_torchscript_archive(path):
         module = torch.jit.load(str(path), map_location="cpu")
         state = dict(module.state_dict())
-        for key in ("input_resolution", "context_length", "vocab_size"):
-            state.pop(key, None)  # metadata buffers in OpenAI's archives
+        for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
+            state.pop(key, None)  # metadata buffers of OpenAI's archives; open_clip rebuilds the causal mask
         return state
     if path.suffix not in STATE_DICT_SUFFIXES:
         raise UserError(f"{path}: unsupported weight file type {path.suffix!r} (use .safetensors, .bin, .pt or .pth)")
@@ -165,7 +165,11 @@ def create_model(cfg: ModelConfig, quick_gelu: bool) -> Any:
         from condu_bench.errors import UnknownNameError
 
         raise UnknownNameError("model architecture", cfg.arch, open_clip.list_models())
-    return open_clip.create_model(cfg.arch, pretrained=None, force_quick_gelu=quick_gelu)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # untrained models (tests, from-scratch pretraining) start identical every time
+        return open_clip.create_model(cfg.arch, pretrained=None, force_quick_gelu=quick_gelu)
 
 
 def load_model(cfg: ModelConfig, progress: bool = True) -> LoadedModel:

@@ -1,0 +1,16 @@
+"""Shared fixtures. Everything runs on the CPU with 2 threads and tiny models."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cpu_threads():
+    import torch
+
+    torch.set_num_threads(2)
