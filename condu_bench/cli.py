@@ -100,6 +100,21 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_check(args: argparse.Namespace) -> int:
+    """Check the model of each named config (default: every file in benchmarks/), or one given by flags."""
+    from condu_bench.config import ModelConfig, load_config
+    from condu_bench.models.check import check_model, format_checks
+
+    if args.arch:
+        models = [ModelConfig(arch=args.arch, pretrained=args.pretrained, checkpoint=args.checkpoint, cache_dir=args.cache_dir)]
+    else:
+        paths = [resolve_benchmark(c) for c in args.configs] or sorted(BENCHMARKS_DIR.glob("*.yaml"))
+        models = list(dict.fromkeys(load_config(p, args.overrides).model for p in paths))  # each model once
+    checks = [check_model(m) for m in models]
+    print(format_checks(checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condu-bench", description="Continual-learning benchmarks for CLIP-like models.")
     parser.add_argument("--version", action="version", version=f"condu-bench {_version()}")
@@ -130,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--formats", default="md,csv,tex")
     table.add_argument("--no-published", action="store_true", help="leave the published numbers out")
     table.set_defaults(func=cmd_table)
+
+    models = sub.add_parser("models", help="model weights").add_subparsers(dest="models_command", required=True)
+    mcheck = models.add_parser("check", help="find each model's weights (HF cache or local file) without network access",
+                               description="Exit 0 only when every model checked is usable.")
+    mcheck.add_argument("configs", nargs="*", help="benchmark names or YAML files (default: all of benchmarks/)")
+    mcheck.add_argument("--arch", help="check one open_clip architecture instead of configs")
+    mcheck.add_argument("--pretrained", help="pretrained tag with --arch (e.g. openai)")
+    mcheck.add_argument("--checkpoint", help="local weight file with --arch")
+    mcheck.add_argument("--cache-dir", help="Hugging Face cache directory (default: HF_HUB_CACHE)")
+    mcheck.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override applied to each config (e.g. --set model.cache_dir=/data/hf)")
+    mcheck.set_defaults(func=cmd_models_check)
     return parser
 
 

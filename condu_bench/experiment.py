@@ -121,12 +121,14 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
             digest = config_hash(run_config)
             directory = run_store.run_dir(out, name, seed)
             plans.append((seed, name, run_config, digest, directory, run_store.prepare(directory, digest, force)))
-    records = [run_store.finished_metrics(p[4]) for p in plans if p[5] == "skip"]
-    for seed, name, *_rest in (p for p in plans if p[5] == "skip"):
-        log(f"[skip] {name} seed {seed}: finished result found (use --force to re-run)")
+    records: dict[tuple[int, str], dict[str, Any]] = {}
+    for seed, name, _cfg, _digest, directory, action in plans:
+        if action == "skip":
+            log(f"[skip] {name} seed {seed}: finished result found (use --force to re-run)")
+            records[(seed, name)] = run_store.finished_metrics(directory)
     pending = [p for p in plans if p[5] != "skip"]
     if not pending:
-        return records
+        return [records[(p[0], p[1])] for p in plans]
 
     device = pick_device(config.device)
     loaded = load_model(config.model, progress=config.progress)
@@ -157,5 +159,5 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
             "argv": sys.argv,
         }
         write_outputs(directory, record, results, run_config)
-        records.append(record)
-    return records
+        records[(seed, name)] = record
+    return [records[(p[0], p[1])] for p in plans]  # in the config's order, for the leaderboard

@@ -150,3 +150,17 @@ def test_quickgelu_is_really_applied():
     act_on = on.transformer.resblocks[0].mlp.gelu
     act_off = off.transformer.resblocks[0].mlp.gelu
     assert isinstance(act_on, open_clip.model.QuickGELU) and not isinstance(act_off, open_clip.model.QuickGELU)
+
+
+def test_models_check_command(tmp_path, reference, monkeypatch, capsys):
+    from condu_bench.cli import main
+
+    assert main(["models", "check", "--arch", "ViT-B-16", "--pretrained", "openai", "--cache-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("MISSING ViT-B-16/openai") and "huggingface-cli download" in out
+
+    path = fake_hf_cache(tmp_path, "timm/vit_base_patch16_clip_224.openai", "open_clip_model.safetensors", reference)
+    assert main(["models", "check", "--arch", "ViT-B-16", "--pretrained", "openai", "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok      ViT-B-16/openai") and str(path) in out and "QuickGELU" in out
+    assert loading.sha256_of(path)[:16] in out

@@ -142,7 +142,7 @@ def leaderboard(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
     keys = [k for k in ("scenario", "method", "split_convention") if k in sub.columns]
     sub = sub.assign(**{k: sub[k].fillna("") for k in keys})
     rows = []
-    for group_key, g in sub.groupby(keys, sort=True):
+    for group_key, g in sub.groupby(keys, sort=False):  # keep the order runs were given in
         row = dict(zip(keys, group_key))
         row["n_seeds"] = len(g)
         for m in metrics:
