@@ -115,6 +115,25 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from condu_bench.bench import format_bench, run_bench
+    from condu_bench.config import load_config
+
+    overrides = ["model.pretrained=none", *args.overrides]  # random weights: speed does not depend on them
+    config = replace(load_config(resolve_benchmark(args.config), overrides), progress=False)
+    if config.num_threads:
+        import torch
+
+        torch.set_num_threads(config.num_threads)
+    results = run_bench(config, steps=args.steps, eval_images=args.eval_images)
+    from condu_bench.training.device import pick_device
+
+    print(format_bench(results, str(pick_device(config.device)), config.model.arch))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condu-bench", description="Continual-learning benchmarks for CLIP-like models.")
     parser.add_argument("--version", action="version", version=f"condu-bench {_version()}")
@@ -145,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--formats", default="md,csv,tex")
     table.add_argument("--no-published", action="store_true", help="leave the published numbers out")
     table.set_defaults(func=cmd_table)
+
+    bench = sub.add_parser("bench", help="speed and memory of the training and evaluation path, as side-by-side ratios",
+                           description="e.g. `condu-bench bench model.arch=ViT-B-16 train.batch_size=64` on a GPU machine.")
+    bench.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    bench.add_argument("--config", help="benchmark whose settings are used (default synthetic_mtil)")
+    bench.add_argument("--steps", type=int, default=5, help="timed training steps per precision")
+    bench.add_argument("--eval-images", type=int, default=512)
+    bench.set_defaults(func=cmd_bench)
 
     models = sub.add_parser("models", help="model weights").add_subparsers(dest="models_command", required=True)
     mcheck = models.add_parser("check", help="find each model's weights (HF cache or local file) without network access",

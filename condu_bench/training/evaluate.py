@@ -56,6 +56,7 @@ class Evaluator:
         self.max_per_dataset, self.progress = max_per_dataset, progress
         self._sets: dict[int, EvalSet] = {}
         self._cached_bytes = 0
+        self.cache_limit_bytes = CACHE_LIMIT_BYTES
 
     def eval_set(self, task: TaskData) -> EvalSet:
         key = id(task)
@@ -66,7 +67,7 @@ class Evaluator:
             entry = EvalSet(task, loader=loader)
             first = data[0][0] if len(data) else None
             estimate = 0 if first is None else first.numel() * first.element_size() * len(data)
-            if first is not None and self._cached_bytes + estimate <= CACHE_LIMIT_BYTES:
+            if first is not None and self._cached_bytes + estimate <= self.cache_limit_bytes:
                 images, labels = zip(*(batch for batch in loader))
                 entry.images, entry.labels = torch.cat(images), torch.cat(labels)
                 self._cached_bytes += estimate
