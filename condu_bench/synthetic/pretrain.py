@@ -191,7 +191,7 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
     a run interrupted at any point never leaves a pair that validates.
     """
     global BUILD_COUNT
-    from safetensors.torch import save_bytes
+    from safetensors.torch import save as save_bytes
     from tqdm.auto import tqdm
 
     out_path = Path(out_path)
@@ -245,7 +245,7 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
             opt.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
-            loss_hist.append(float(loss))
+            loss_hist.append(loss.item())
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(loss_hist[-10:]):.3f}")
         bar.close()

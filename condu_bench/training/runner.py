@@ -69,9 +69,12 @@ class MethodRun:
         )
 
     def evaluate_row(self, method: Any, stream: Stream) -> list[float]:
+        from tqdm.auto import tqdm
+
         known = not self.scenario.task_agnostic
         self.ctx.label_space = list(stream.evaluate)
-        return [self.evaluator.accuracy(method, task, known, stream.evaluate) for task in stream.evaluate]
+        tasks = tqdm(stream.evaluate, desc=f"{method.name} | evaluating", disable=not self.config.progress, leave=False)
+        return [self.evaluator.accuracy(method, task, known, stream.evaluate) for task in tasks]
 
     def run(self, resume: bool) -> tuple[list[StreamResult], float]:
         progress = run_store.read_progress(self.directory) if resume else None
