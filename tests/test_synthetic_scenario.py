@@ -1,0 +1,52 @@
+"""The synthetic MTIL scenario: order, options, few-shot draws, Avalanche stream."""
+
+from collections import Counter
+
+import pytest
+
+from condu_bench.errors import UnknownNameError, UserError
+from condu_bench.scenarios.synthetic import build_synthetic_mtil
+
+SMALL = {"n_train_per_class": 6, "n_test_per_class": 3, "order": ["shapes", "counts"]}
+
+
+def test_order_and_task_data():
+    scenario = build_synthetic_mtil(SMALL, seed=0)
+    (stream,) = scenario.streams
+    assert [t.name for t in stream.train] == ["shapes", "counts"]
+    assert stream.evaluate == stream.train
+    for task in stream.train:
+        assert len(task.train) == 6 * task.num_classes and len(task.test) == 3 * task.num_classes
+        assert task.split_convention == "synthetic"
+    assert scenario.protocol == "mtil" and not scenario.task_agnostic
+
+
+def test_few_shot_draws_k_per_class_seeded():
+    draw = lambda seed: build_synthetic_mtil({**SMALL, "shots": 2}, seed=seed).streams[0].train[0].train
+    a, b, c = draw(1), draw(1), draw(2)
+    assert set(Counter(a.targets).values()) == {2}
+    assert a.indices == b.indices
+    assert a.indices != c.indices
+    image, label = a[0]
+    assert label == a.targets[0]
+
+
+def test_bad_options():
+    with pytest.raises(UserError, match="unknown key 'n_train'"):
+        build_synthetic_mtil({"n_train": 3}, seed=0)
+    with pytest.raises(UnknownNameError, match="did you mean 'shapes'"):
+        build_synthetic_mtil({"order": ["shapez"]}, seed=0)
+
+
+def test_avalanche_stream_has_one_experience_per_domain_with_task_labels():
+    from condu_bench.scenarios.avalanche_stream import build_avalanche_benchmark
+
+    scenario = build_synthetic_mtil(SMALL, seed=0)
+    identity = lambda x: x
+    benchmark = build_avalanche_benchmark(scenario.streams[0], identity, identity)
+    experiences = list(benchmark.train_stream)
+    assert [e.task_label for e in experiences] == [0, 1]
+    assert [e.task_data.name for e in experiences] == ["shapes", "counts"]
+    assert experiences[1].classes_in_this_experience_names == experiences[1].task_data.classnames
+    image, label, task_label = experiences[1].dataset[0]
+    assert task_label == 1 and label == scenario.streams[0].train[1].train.targets[0]
