@@ -18,6 +18,7 @@ DATASETS: Registry = Registry("dataset", "condu_bench.datasets")
 _B = "condu_bench.baselines"
 METHODS.register_lazy("zeroshot", f"{_B}.zeroshot:ZeroShot", "Zero-shot CLIP: no training; every accuracy-matrix row is equal.")
 METHODS.register_lazy("finetune", f"{_B}.finetune:ContinualFinetune", "Continual fine-tuning of every weight (except logit_scale), task after task.")
+METHODS.register_lazy("lwf", f"{_B}.lwf:LwF", "LwF: distil the previous model's logits over earlier datasets' classes.")
 METHODS.register_lazy("wise_ft", f"{_B}.wise_ft:WiseFT", "WiSE-FT: interpolate fine-tuned and zero-shot weights after every task.")
 
 # Scenarios: builders taking (options dict, seed) and returning a Scenario.

@@ -52,7 +52,8 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
     if unknown:
         raise UserError(f"scenario.options: unknown key {unknown[0]!r} for synthetic_mtil (valid: {', '.join(DEFAULTS)})")
     opts = {**DEFAULTS, **options}
-    order = list(opts["order"] or DOMAIN_NAMES)
+    order = opts["order"] or DOMAIN_NAMES
+    order = [order] if isinstance(order, str) else list(order)  # `order=shapes` on the command line is one name
     for name in order:
         if name not in DOMAIN_NAMES:
             raise UnknownNameError("synthetic domain", name, DOMAIN_NAMES)
