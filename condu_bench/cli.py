@@ -134,6 +134,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from condu_bench.datasets.check import check_datasets, format_check
+
+    names = [n for n in args.datasets.split(",") if n] if args.datasets else None
+    results = check_datasets(Path(args.root), args.layout, names, decode=args.decode)
+    print(format_check(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condu-bench", description="Continual-learning benchmarks for CLIP-like models.")
     parser.add_argument("--version", action="version", version=f"condu-bench {_version()}")
@@ -173,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--eval-images", type=int, default=512)
     bench.set_defaults(func=cmd_bench)
 
+    data = sub.add_parser("data", help="datasets on disk").add_subparsers(dest="data_command", required=True)
+    dcheck = data.add_parser("check", help="is each dataset present and well-formed under --root?",
+                             description="One line per dataset; exit 0 only when every dataset asked for is usable.")
+    dcheck.add_argument("--root", required=True, help="data root holding the dataset folders")
+    dcheck.add_argument("--layout", required=True, choices=["zscl", "coop"], help="directory/split convention")
+    dcheck.add_argument("--datasets", help="comma-separated names (default: every dataset of the layout)")
+    dcheck.add_argument("--decode", action="store_true", help="also decode every image (slow; finds corrupt files)")
+    dcheck.set_defaults(func=cmd_data_check)
+
     models = sub.add_parser("models", help="model weights").add_subparsers(dest="models_command", required=True)
     mcheck = models.add_parser("check", help="find each model's weights (HF cache or local file) without network access",
                                description="Exit 0 only when every model checked is usable.")
@@ -195,7 +213,14 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # KEY=VALUE overrides may come after options (`run CONFIG --out X a=b`), which plain argparse refuses.
+    args, extra = parser.parse_known_args(argv)
+    positional_list = {"run": "items", "bench": "overrides"}.get(args.command)
+    unknown = [e for e in extra if positional_list is None or e.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if positional_list:
+        getattr(args, positional_list).extend(extra)
     try:
         return args.func(args)
     except UserError as exc:

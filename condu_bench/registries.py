@@ -27,3 +27,12 @@ SCENARIOS.register_lazy(
     "condu_bench.scenarios.synthetic:build_synthetic_mtil",
     "MTIL over the embedded synthetic multi-domain world (no downloads).",
 )
+SCENARIOS.register_lazy("mtil", "condu_bench.scenarios.real:build_mtil", "MTIL over the 11 real datasets (order I/II, zscl or coop splits, few-shot, task-agnostic).")
+SCENARIOS.register_lazy("base_to_novel", "condu_bench.scenarios.real:build_base_to_novel", "Base-to-novel: 16 shots over all classes, train base, evaluate base and novel (CoOp splits).")
+SCENARIOS.register_lazy("cross_dataset", "condu_bench.scenarios.real:build_cross_dataset", "Train on ImageNet (16 shots), evaluate ImageNet and the other 10 CoOp datasets (Avg-C).")
+SCENARIOS.register_lazy("domain_generalisation", "condu_bench.scenarios.real:build_domain_generalisation", "Train on ImageNet, evaluate ImageNet and -V2/-Sketch/-A/-R (Avg-D).")
+
+# Datasets: one spec each, with class names and templates as data (condu_bench/datasets/classnames/).
+from condu_bench.datasets.catalog import register_builtin_datasets  # noqa: E402 - light: no torch, PIL or numpy
+
+register_builtin_datasets(DATASETS)

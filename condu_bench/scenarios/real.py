@@ -1,0 +1,251 @@
+"""Scenarios over real datasets found under ``data_root``: MTIL, base-to-novel, cross-dataset, domain generalisation.
+
+Every builder has the registry signature ``(options, seed, data_root)`` and returns a :class:`Scenario`.
+Every :class:`TaskData` records its ``split_convention`` (the layout its splits came from: ``zscl`` or
+``coop``) and, in ``info``, the dataset, layout, shots, seed, split description, counts, the few-shot cache
+file and any images skipped as unreadable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from condu_bench.data.task import TaskData
+from condu_bench.errors import UserError
+from condu_bench.scenarios.base import Scenario, Stream
+
+# protocols.md §1, in registry names (tables use each spec's mtil_name: Flowers, Food, OxfordPet).
+MTIL_ORDERS = {
+    "I": ["Aircraft", "Caltech101", "CIFAR100", "DTD", "EuroSAT", "Flowers102", "Food101", "MNIST", "OxfordPets",
+          "StanfordCars", "SUN397"],
+    "II": ["StanfordCars", "Food101", "MNIST", "OxfordPets", "Flowers102", "SUN397", "Aircraft", "Caltech101", "DTD",
+           "EuroSAT", "CIFAR100"],
+}
+FEWSHOT_MTIL_DEFAULT = 5  # ConDU / MoE-Adapters few-shot MTIL
+SKIPPED_RECORDED = 20  # unreadable files listed by name in the task info (all are counted)
+
+_COMMON = {"layout": None, "shots": None, "fewshot_cache": None, "skip_corrupt": False, "templates": None}
+
+
+def _options(options: dict[str, Any], defaults: dict[str, Any], scenario: str) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise UserError(f"scenario.options: unknown key {unknown[0]!r} for {scenario} (valid: {', '.join(defaults)})")
+    return {**defaults, **options}
+
+
+def _root(data_root: str | Path | None, scenario: str) -> Path:
+    if not data_root:
+        raise UserError(f"scenario {scenario} reads real datasets: give data_root=/path/to/data "
+                        "(check it with `condu-bench data check --root DIR --layout zscl|coop`)")
+    return Path(data_root).expanduser()
+
+
+def _shots(value: Any, default_when_true: int) -> int | None:
+    if value is None or value is False or value == 0:
+        return None
+    if value is True:
+        return default_when_true
+    try:
+        shots = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"scenario.options.shots must be a number of images per class, not {value!r}") from None
+    if shots < 1:
+        raise UserError(f"scenario.options.shots must be positive, not {shots}")
+    return shots
+
+
+def _names(value: Any) -> list[str]:
+    from condu_bench.datasets.catalog import get_spec
+
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return [get_spec(n.strip()).name for n in names if n.strip()]
+
+
+def _order(value: Any) -> tuple[str, list[str]]:
+    key = str(value).strip().upper() if isinstance(value, (str, int)) else None
+    key = {"1": "I", "2": "II"}.get(key, key) if key else None
+    if key in MTIL_ORDERS:
+        return key, list(MTIL_ORDERS[key])
+    return "custom", _names(value)
+
+
+def _templates(spec: Any, choice: str) -> list[str]:
+    if choice == "coop":
+        return [spec.coop_template]
+    if choice == "ensemble":
+        return spec.templates
+    raise UserError(f"scenario.options.templates must be 'coop' (one hand-crafted template) or 'ensemble', not {choice!r}")
+
+
+class _Loader:
+    """Loads each dataset once per scenario and turns splits into TaskData."""
+
+    def __init__(self, root: Path, opts: dict[str, Any], seed: int):
+        self.root, self.opts, self.seed = root, opts, seed
+        self.layout = opts["layout"]
+        self._listings: dict[tuple[str, str], Any] = {}
+
+    def listing(self, spec: Any, layout: str):
+        from condu_bench.datasets.loading import load_listing
+
+        key = (spec.name, layout)
+        if key not in self._listings:
+            self._listings[key] = load_listing(spec, self.root, layout)
+        return self._listings[key]
+
+    def finish(self, dataset: Any, info: dict[str, Any], split: str) -> Any:
+        if self.opts["skip_corrupt"]:
+            dataset = dataset.drop_unreadable()
+            skipped = getattr(dataset, "skipped", [])
+            if skipped:
+                info.setdefault("skipped", {})[split] = {"count": len(skipped),
+                                                         "files": [p for p, _ in skipped[:SKIPPED_RECORDED]]}
+        return dataset
+
+    def base_info(self, spec: Any, listing: Any, layout: str, shots: int | None) -> dict[str, Any]:
+        info = {"dataset": spec.name, "layout": layout, "split": listing.split_description, "shots": shots,
+                "seed": self.seed, "folder": str(listing.folder)}
+        if listing.notes:
+            info["notes"] = list(listing.notes)
+        return info
+
+    def train_splits(self, spec: Any, listing: Any, layout: str, shots: int | None, info: dict[str, Any]) -> dict[str, Any]:
+        if not shots:
+            return {k: v for k, v in listing.splits.items() if k in ("train", "val")}
+        from condu_bench.datasets.fewshot import fewshot_splits
+
+        splits, fs_info = fewshot_splits(listing.splits, spec.name, layout, shots, self.seed, self.opts["fewshot_cache"])
+        info.update({k: v for k, v in fs_info.items() if k.startswith("cache")})
+        info["n_val_shots"] = len(splits["val"]) if "val" in splits else 0
+        return splits
+
+    def eval_task(self, name: str, layout: str | None = None, templates: str = "coop") -> TaskData:
+        from condu_bench.datasets.catalog import get_spec
+
+        spec = get_spec(name)
+        layout = layout or self.layout
+        listing = self.listing(spec, layout)
+        info = self.base_info(spec, listing, layout, None)
+        test = self.finish(listing.splits["test"], info, "test")
+        info["n_test"] = len(test)
+        return TaskData(name=spec.name, classnames=list(listing.classnames), templates=_templates(spec, templates), test=test,
+                        train=None, split_convention=layout, info=info)
+
+
+def build_mtil(options: dict[str, Any], seed: int, data_root: str | Path | None = None) -> Scenario:
+    """MTIL over the 11 datasets (order I / II or a list), zscl or coop splits, optionally few-shot and task-agnostic.
+
+    MNIST and CIFAR100 exist only in the zscl layout: with ``layout: coop`` they fall back to it, and their
+    TaskData (and ``scenario.info["layout_fallbacks"]``) say so.
+    """
+    from condu_bench.datasets.catalog import get_spec
+
+    opts = _options(options, {**_COMMON, "order": "I", "layout": "zscl", "task_agnostic": False, "templates": "ensemble"}, "mtil")
+    root = _root(data_root, "mtil")
+    order_name, names = _order(opts["order"])
+    shots = _shots(opts["shots"], FEWSHOT_MTIL_DEFAULT)
+    loader = _Loader(root, opts, seed)
+    tasks, fallbacks = [], {}
+    for name in names:
+        spec = get_spec(name)
+        layout = opts["layout"]
+        if layout not in spec.layouts and layout == "coop" and "zscl" in spec.layouts:
+            layout = fallbacks[spec.name] = "zscl"
+        listing = loader.listing(spec, layout)
+        info = loader.base_info(spec, listing, layout, shots)
+        train = loader.train_splits(spec, listing, layout, shots, info)["train"]
+        train = loader.finish(train, info, "train")
+        test = loader.finish(listing.splits["test"], info, "test")
+        info.update(n_train=len(train), n_test=len(test))
+        tasks.append(TaskData(name=spec.mtil_name or spec.name, classnames=list(listing.classnames),
+                              templates=_templates(spec, opts["templates"]), train=train, test=test,
+                              split_convention=layout, info=info))
+    suffix = ("_fewshot" if shots else "") + ("_agnostic" if opts["task_agnostic"] else "")
+    return Scenario(
+        name=f"mtil_order{order_name}{suffix}" if order_name != "custom" else f"mtil_custom{suffix}",
+        protocol="mtil",
+        streams=[Stream(f"order_{order_name}", tasks)],
+        task_agnostic=bool(opts["task_agnostic"]),
+        info={"order": order_name, "datasets": names, "layout": opts["layout"], "layout_fallbacks": fallbacks,
+              "shots": shots, "templates": opts["templates"], "data_root": str(root)},
+    )
+
+
+def build_base_to_novel(options: dict[str, Any], seed: int, data_root: str | Path | None = None) -> Scenario:
+    """One single-step stream per dataset: train on the base half (K shots drawn over all classes), evaluate base and novel."""
+    from condu_bench.datasets.base_novel import split_half
+    from condu_bench.datasets.catalog import COOP_DATASETS, get_spec
+
+    opts = _options(options, {**_COMMON, "datasets": COOP_DATASETS, "shots": 16, "layout": "coop", "templates": "coop"},
+                    "base_to_novel")
+    root = _root(data_root, "base_to_novel")
+    shots = _shots(opts["shots"], 16)
+    loader = _Loader(root, opts, seed)
+    streams = []
+    for name in _names(opts["datasets"]):
+        spec = get_spec(name)
+        listing = loader.listing(spec, opts["layout"])
+        info = loader.base_info(spec, listing, opts["layout"], shots)
+        train_all = loader.train_splits(spec, listing, opts["layout"], shots, info)["train"]  # drawn before the split
+        templates = _templates(spec, opts["templates"])
+        halves = {}
+        for half in ("base", "novel"):
+            test, classnames = split_half(listing.splits["test"], listing.classnames, half)
+            half_info = {**info, "half": half, "num_classes": len(classnames)}
+            train = None
+            if half == "base":
+                train, _ = split_half(train_all, listing.classnames, "base")
+                train = loader.finish(train, half_info, "train")
+                half_info["n_train"] = len(train)
+            test = loader.finish(test, half_info, "test")
+            half_info["n_test"] = len(test)
+            halves[half] = TaskData(name=f"{spec.name}/{half}", classnames=classnames, templates=templates, test=test,
+                                    train=train, split_convention=opts["layout"], info=half_info)
+        streams.append(Stream(spec.name, train=[halves["base"]], evaluate=[halves["base"], halves["novel"]]))
+    return Scenario(name="base_to_novel", protocol="base_to_novel", streams=streams,
+                    info={"layout": opts["layout"], "shots": shots, "templates": opts["templates"],
+                          "datasets": [s.name for s in streams], "data_root": str(root)})
+
+
+def _transfer(protocol: str, options: dict[str, Any], seed: int, data_root: Any, targets: list[str]) -> Scenario:
+    from condu_bench.datasets.catalog import get_spec
+
+    opts = _options(options, {**_COMMON, "source": "ImageNet", "targets": targets, "shots": 16, "layout": "coop",
+                              "templates": "coop", "include_source": True}, protocol)
+    root = _root(data_root, protocol)
+    shots = _shots(opts["shots"], 16)
+    loader = _Loader(root, opts, seed)
+    spec = get_spec(opts["source"])
+    listing = loader.listing(spec, opts["layout"])
+    info = loader.base_info(spec, listing, opts["layout"], shots)
+    train = loader.finish(loader.train_splits(spec, listing, opts["layout"], shots, info)["train"], info, "train")
+    test = loader.finish(listing.splits["test"], info, "test")
+    info.update(n_train=len(train), n_test=len(test), role="source")
+    source = TaskData(name=spec.name, classnames=list(listing.classnames), templates=_templates(spec, opts["templates"]),
+                      train=train, test=test, split_convention=opts["layout"], info=info)
+    target_tasks = []
+    for name in _names(opts["targets"]):
+        task = loader.eval_task(name, templates=opts["templates"])
+        task.info["role"] = "target"
+        target_tasks.append(task)
+    evaluate = ([source] if opts["include_source"] else []) + target_tasks
+    return Scenario(name=protocol, protocol=protocol,  # type: ignore[arg-type]
+                    streams=[Stream(f"{spec.name}->targets", train=[source], evaluate=evaluate)],
+                    info={"layout": opts["layout"], "shots": shots, "templates": opts["templates"], "source": spec.name,
+                          "targets": [t.name for t in target_tasks], "data_root": str(root)})
+
+
+def build_cross_dataset(options: dict[str, Any], seed: int, data_root: str | Path | None = None) -> Scenario:
+    """Train on ImageNet (16 shots), evaluate ImageNet (source) and the other 10 CoOp datasets (Avg-C over the targets)."""
+    from condu_bench.datasets.catalog import COOP_DATASETS
+
+    return _transfer("cross_dataset", options, seed, data_root, [n for n in COOP_DATASETS if n != "ImageNet"])
+
+
+def build_domain_generalisation(options: dict[str, Any], seed: int, data_root: str | Path | None = None) -> Scenario:
+    """Train on ImageNet (16 shots), evaluate ImageNet and ImageNet-V2 / -Sketch / -A / -R (Avg-D over the targets)."""
+    from condu_bench.datasets.catalog import DG_TARGETS
+
+    return _transfer("domain_generalisation", options, seed, data_root, list(DG_TARGETS))

@@ -1,0 +1,59 @@
+"""Benchmark files on generated dataset trees run end to end through `condu-bench run` with a micro CLIP."""
+
+import json
+
+import fake_trees as ft
+import pytest
+
+from condu_bench.cli import main
+
+MICRO = ["model.arch=condu-micro-vit", "model.pretrained=none", "train.iterations=2", "train.batch_size=4",
+         "train.warmup_steps=1", "num_workers=0", "eval.batch_size=16", "methods=zeroshot,finetune"]
+
+
+def test_mtil_benchmark_on_a_fake_zscl_tree(tmp_path, capsys):
+    root = tmp_path / "data"
+    for build in (ft.zscl_mnist, ft.zscl_eurosat, ft.zscl_dtd):
+        build(root)
+    out = tmp_path / "out"
+    argv = ["run", "mtil_order1", f"data_root={root}", "scenario.options.order=MNIST,EuroSAT,DTD", "--out", str(out), "--no-progress", *MICRO]
+    assert main(argv) == 0
+    metrics = json.loads((out / "finetune" / "seed0" / "metrics.json").read_text())
+    assert metrics["protocol"] == "mtil" and metrics["split_convention"] == "zscl"
+    assert metrics["datasets"] == ["MNIST", "EuroSAT", "DTD"]
+    assert metrics["per_dataset"]["MNIST"]["transfer"] is None
+    assert "| finetune |" in capsys.readouterr().out
+    # The same command again skips the finished runs.
+    assert main(argv) == 0
+    assert "[skip] finetune" in capsys.readouterr().out
+
+
+def test_missing_data_root_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", "mtil_order1", *MICRO, "--out", str(tmp_path)]) == 2
+    assert "data_root" in capsys.readouterr().err
+
+
+def test_base_to_novel_benchmark_on_a_fake_coop_tree(tmp_path):
+    root = tmp_path / "data"
+    ft.build(root, "EuroSAT", "coop")
+    ft.build(root, "DTD", "coop")
+    out = tmp_path / "out"
+    argv = ["run", "base_to_novel", f"data_root={root}", "scenario.options.datasets=EuroSAT,DTD", "scenario.options.shots=2",
+            f"scenario.options.fewshot_cache={tmp_path / 'shots'}", "seeds=1", "--out", str(out), "--no-progress", *MICRO]
+    assert main(argv) == 0
+    metrics = json.loads((out / "zeroshot" / "seed1" / "metrics.json").read_text())
+    assert metrics["protocol"] == "base_to_novel" and metrics["split_convention"] == "coop"
+    assert set(metrics["per_dataset"]) == {"EuroSAT", "DTD"}
+    for row in metrics["per_dataset"].values():
+        b, n = row["base"], row["novel"]
+        assert row["hm"] == pytest.approx(0 if b + n == 0 else 2 * b * n / (b + n))
+    assert (out / "finetune" / "seed1" / "accuracy_matrix_EuroSAT.csv").is_file()
+
+
+def test_data_check_command(tmp_path, capsys):
+    ft.zscl_mnist(tmp_path)
+    assert main(["data", "check", "--root", str(tmp_path), "--layout", "zscl", "--datasets", "MNIST"]) == 0
+    assert "[ok] MNIST" in capsys.readouterr().out
+    assert main(["data", "check", "--root", str(tmp_path), "--layout", "zscl", "--datasets", "MNIST,DTD"]) == 1
+    out = capsys.readouterr().out
+    assert "[missing] DTD: missing" in out and "dtd-r1.0.1.tar.gz" in out
