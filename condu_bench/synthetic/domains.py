@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 #: Bump whenever rendering or caption logic changes: it is part of the pretrained-model cache key.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 DOMAIN_NAMES: tuple[str, ...] = ("shapes", "colours", "textures", "digits", "counts", "positions")
 
@@ -432,10 +432,10 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
         _sample_background(sc, rng, idx, _bg_kinds(rng, n), con)
         sc.present[:, 0] = True
         sc.kind[:, 0] = labels
-        sc.r[:, 0] = rng.uniform(0.15, 0.3, n)
+        sc.r[:, 0] = rng.uniform(*knobs.get("shape_r", (0.15, 0.3)), n)
         sc.cx[:, 0] = rng.uniform(sc.r[:, 0], 1 - sc.r[:, 0])
         sc.cy[:, 0] = rng.uniform(sc.r[:, 0], 1 - sc.r[:, 0])
-        sc.rot[:, 0] = rng.uniform(0, 2 * np.pi, n)
+        sc.rot[:, 0] = rng.uniform(0, knobs.get("shape_rot", 2 * np.pi), n)
         sc.rgb[:, 0] = _palette(rng, rng.integers(0, 8, n), hj, (0.4, 1.0), (0.5, 1.0))
         _fix_visibility(sc, idx)
     elif name == "colours":
@@ -449,7 +449,7 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
         sc.rgb[:, 0] = _palette(rng, labels, hj + 4, (0.45, 1.0), (0.5, 1.0))
         _fix_visibility(sc, idx)
         # a small distractor of another colour in a corner, half of the time
-        d = rng.random(n) < 0.5
+        d = rng.random(n) < knobs.get("distract", 0.5)
         sc.present[:, 1] = d
         sc.kind[:, 1] = rng.integers(0, 6, n)
         sc.r[:, 1] = rng.uniform(0.07, 0.11, n)
@@ -460,14 +460,14 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
     elif name == "textures":
         _sample_background(sc, rng, idx, labels + 1, (0.3, 0.9), sat=(0.0, 0.8))
         # an occluding object a third of the time
-        sc.present[:, 0] = rng.random(n) < 0.33
+        sc.present[:, 0] = rng.random(n) < knobs.get("occlude", 0.33)
         sc.kind[:, 0] = rng.integers(0, 6, n)
         sc.r[:, 0] = rng.uniform(0.1, 0.2, n)
         sc.cx[:, 0] = rng.uniform(0.25, 0.75, n)
         sc.cy[:, 0] = rng.uniform(0.25, 0.75, n)
         sc.rgb[:, 0] = _palette(rng, rng.integers(0, 8, n), hj, (0.5, 1.0), (0.5, 1.0))
     elif name == "digits":
-        _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=0.6), (0.05, 0.3))
+        _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=knobs.get("digit_plain", 0.6)), (0.05, 0.3))
         pool = _digit_pool("test" if knobs.get("split") == "test" else "train")
         tgt = _digit_bank()[1][pool]
         sc.present[:, 0] = True
@@ -480,7 +480,7 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
                 cand = pool[tgt == dgt]
                 digit[m] = cand[rng.integers(0, len(cand), int(m.sum()))]
         sc.digit[:, 0] = digit
-        sc.r[:, 0] = rng.uniform(0.3, 0.42, n)
+        sc.r[:, 0] = rng.uniform(*knobs.get("digit_r", (0.3, 0.42)), n)
         sc.cx[:, 0] = rng.uniform(0.4, 0.6, n)
         sc.cy[:, 0] = rng.uniform(0.4, 0.6, n)
         sc.rot[:, 0] = rng.uniform(-0.3, 0.3, n)
@@ -503,7 +503,7 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
         sc.present[:, 0] = True
         sc.kind[:, 0] = rng.integers(0, 6, n)
         sc.r[:, 0] = rng.uniform(0.09, 0.17, n)
-        jit = 0.12
+        jit = knobs.get("pos_jitter", 0.12)
         sc.cx[:, 0] = _POS_XY[labels, 0] + rng.uniform(-jit, jit, n)
         sc.cy[:, 0] = _POS_XY[labels, 1] + rng.uniform(-jit, jit, n)
         sc.rot[:, 0] = rng.uniform(0, 2 * np.pi, n)
@@ -567,7 +567,7 @@ def make_caption_dataset(n: int, *, image_size: int = 32, seed: int = 0) -> Capt
         raise ValueError("n must be >= 1")
     rng = _rng(seed, "captions", n, image_size)
     # scene types: 0 single object, 1 counted objects, 2 digit, 3 texture
-    stype = rng.choice(4, size=n, p=[0.5, 0.17, 0.17, 0.16])
+    stype = rng.choice(4, size=n, p=[0.45, 0.15, 0.25, 0.15])
     sc = _Scene(n, K=5)
     idx_all = np.arange(n)
     knobs = _CLEAN
@@ -642,7 +642,7 @@ def make_caption_dataset(n: int, *, image_size: int = 32, seed: int = 0) -> Capt
                 words.append(COLOURS[col[i]])
             words.append(SHAPES[shape[i]] if u[i, 2] < 0.8 else ("shape" if u[i, 3] < 0.5 else "object"))
             phrase = " ".join(words)
-            where = f" in the {POSITIONS[pos[i]]}" if pos[i] < 5 and u[i, 4] < 0.7 else ""
+            where = f" in the {POSITIONS[pos[i]]}" if pos[i] < 5 and u[i, 4] < 0.9 else ""
             body = f"{_article(phrase)} {phrase}{where}{bg}"
         elif t == 1:
             c = int(cnt[i])

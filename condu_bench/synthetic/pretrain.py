@@ -58,11 +58,11 @@ class PretrainConfig:
     arch: str = "condu-tiny-vit"
     image_size: int = 32
     n_pairs: int = 30000
-    steps: int = 380
-    batch_size: int = 256
-    lr: float = 1e-3
+    steps: int = 950
+    batch_size: int = 128
+    lr: float = 2e-3
     weight_decay: float = 0.1
-    warmup_steps: int = 30
+    warmup_steps: int = 40
     seed: int = 0
     threads: int = 2
     eval_n_per_class: int = 40  # zero-shot check recorded in the sidecar metrics (0 disables)
@@ -156,6 +156,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -205,10 +208,11 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
 
         t0 = time.perf_counter()
         data = make_caption_dataset(cfg.n_pairs, image_size=cfg.image_size, seed=cfg.seed)
-        images = images_to_tensor(data.images)
+        images = data.images  # uint8 (N,H,W,3); normalised per batch (keeps the process small)
         uniq, inverse = np.unique(np.array(data.captions, dtype=object), return_inverse=True)
         text_uniq = tokenizer(list(uniq))
         texts = text_uniq[torch.from_numpy(inverse.reshape(-1))]
+        del data, uniq, inverse, text_uniq
         t_data = time.perf_counter() - t0
 
         opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
@@ -232,7 +236,7 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
             ptr += bs
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            img_f, txt_f, scale = model(images[idx], texts[idx])[:3]
+            img_f, txt_f, scale = model(images_to_tensor(images[idx.numpy()]), texts[idx])[:3]
             logits = scale * img_f @ txt_f.t()
             # identical captions in a batch are positives too (soft targets), as in caption datasets
             same = (texts[idx][:, None, :] == texts[idx][None, :, :]).all(-1).float()
@@ -255,7 +259,7 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
             "final_loss": float(np.mean(loss_hist[-20:])) if loss_hist else None,
             "data_seconds": round(t_data, 2),
             "train_seconds": round(t_train, 2),
-            "logit_scale": float(model.logit_scale.exp()),
+            "logit_scale": float(model.logit_scale.detach().exp()),
         }
         if cfg.eval_n_per_class > 0:
             zs = {}

@@ -1,0 +1,207 @@
+"""Unit tests of the embedded synthetic world: domain generators, caption data, tiny-CLIP cache."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+torch.set_num_threads(2)
+
+from PIL import Image  # noqa: E402
+
+from condu_bench.synthetic import domains as D  # noqa: E402
+
+SMALL = dict(n_per_class=6, image_size=32)
+
+
+@pytest.mark.parametrize("name", D.DOMAIN_NAMES)
+def test_domain_split_is_deterministic_and_well_formed(name):
+    a = D.make_domain_split(name, "train", seed=3, **SMALL)
+    b = D.make_domain_split(name, "train", seed=3, **SMALL)
+    c = D.make_domain_split(name, "train", seed=4, **SMALL)
+    assert np.array_equal(a.images, b.images) and a.targets == b.targets
+    assert not np.array_equal(a.images, c.images)
+    n_classes = len(D.domain_classnames(name))
+    assert len(a) == n_classes * SMALL["n_per_class"]
+    assert sorted(set(a.targets)) == list(range(n_classes))
+    assert all(a.targets.count(k) == SMALL["n_per_class"] for k in range(n_classes))
+    assert a.classnames == D.domain_classnames(name)
+    assert a.templates == D.domain_templates(name)
+    img, label = a[0]
+    assert isinstance(img, Image.Image) and img.mode == "RGB" and img.size == (32, 32)
+    assert isinstance(label, int) and label == a.targets[0]
+    assert np.array_equal(np.asarray(img), a.images[0])
+
+
+@pytest.mark.parametrize("name", D.DOMAIN_NAMES)
+def test_train_and_test_are_disjoint(name):
+    tr = D.make_domain_split(name, "train", seed=0, **SMALL)
+    te = D.make_domain_split(name, "test", seed=0, **SMALL)
+    train_keys = {im.tobytes() for im in tr.images}
+    assert not any(im.tobytes() in train_keys for im in te.images)
+    assert not np.array_equal(tr.images, te.images)
+
+
+def test_digit_samples_are_split_between_train_and_test():
+    train_pool, test_pool = set(D._digit_pool("train")), set(D._digit_pool("test"))
+    assert train_pool and test_pool and not (train_pool & test_pool)
+
+
+def test_other_image_sizes_work():
+    ds = D.make_domain_split("shapes", "test", n_per_class=2, image_size=48, seed=0)
+    assert ds.images.shape[1:] == (48, 48, 3)
+    assert ds[0][0].size == (48, 48)
+
+
+def test_classnames_and_templates():
+    assert len(D.DOMAIN_NAMES) >= 6 and len(set(D.DOMAIN_NAMES)) == len(D.DOMAIN_NAMES)
+    for name in D.DOMAIN_NAMES:
+        names = D.domain_classnames(name)
+        assert len(names) >= 5 and len(set(names)) == len(names)
+        assert all(isinstance(c, str) and c for c in names)
+        templates = D.domain_templates(name)
+        assert templates and all(t.count("{}") == 1 for t in templates)
+    with pytest.raises(KeyError):
+        D.domain_classnames("nope")
+    with pytest.raises(ValueError):
+        D.make_domain_split("shapes", "val", **SMALL, seed=0)
+
+
+def test_images_are_not_blank():
+    for name in D.DOMAIN_NAMES:
+        ds = D.make_domain_split(name, "test", seed=0, **SMALL)
+        assert ds.images.std() > 10  # real content, not a constant image
+
+
+def test_caption_dataset():
+    cd = D.make_caption_dataset(200, image_size=32, seed=1)
+    again = D.make_caption_dataset(200, image_size=32, seed=1)
+    assert len(cd) == 200
+    assert np.array_equal(cd.images, again.images) and cd.captions == again.captions
+    img, cap = cd[0]
+    assert isinstance(img, Image.Image) and img.mode == "RGB" and img.size == (32, 32)
+    assert isinstance(cap, str) and cap
+    text = " ".join(cd.captions)
+    vocab = set(D.SHAPES) | set(D.COLOURS) | set(D.POSITIONS) | set(D.NUMBERS) | set(D.DIGITS)
+    for words in (D.SHAPES, D.COLOURS, D.POSITIONS, D.NUMBERS, D.DIGITS):
+        assert any(w in text for w in words)
+    assert any(t in text for t in D.TEXTURES[1:])
+    assert sum(any(w in c for w in vocab) for c in cd.captions) > 150
+    assert len(set(cd.captions)) > 50  # compositional, not a handful of fixed strings
+
+
+# ------------------------------------------------------------------------------------------------
+# tiny CLIP cache
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def tiny_cfg():
+    pytest.importorskip("open_clip")
+    pytest.importorskip("safetensors")
+    from condu_bench.synthetic.pretrain import PretrainConfig
+
+    return PretrainConfig(n_pairs=48, steps=2, batch_size=16, warmup_steps=1, eval_n_per_class=0)
+
+
+def test_model_config_registration():
+    open_clip = pytest.importorskip("open_clip")
+    from condu_bench.models.configs import CONFIG_DIR, register_model_configs
+
+    register_model_configs()
+    register_model_configs()  # idempotent
+    assert (CONFIG_DIR / "condu-tiny-vit.json").is_file()
+    assert "condu-tiny-vit" in open_clip.list_models()
+    cfg = json.loads((CONFIG_DIR / "condu-tiny-vit.json").read_text())
+    assert cfg["text_cfg"]["vocab_size"] == 49408 and "quick_gelu" in cfg
+
+
+def test_cache_builds_reuses_and_rebuilds(tmp_path, tiny_cfg):
+    from condu_bench.synthetic import pretrain as P
+
+    n0 = P.BUILD_COUNT
+    path = P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False)
+    assert path.is_file() and path.suffix == ".safetensors" and path.parent == tmp_path
+    assert P.BUILD_COUNT == n0 + 1
+    side = P.read_sidecar(path)
+    assert side["fingerprint"] == tiny_cfg.fingerprint() and len(side["sha256"]) == 64
+    assert side["config"]["steps"] == 2 and "final_loss" in side["metrics"]
+    digest = side["sha256"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    # second call: reused, untouched
+    mtime = path.stat().st_mtime_ns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False) == path
+    assert P.BUILD_COUNT == n0 + 1 and path.stat().st_mtime_ns == mtime
+
+    # the weights load into the open_clip model
+    model, tok = P.load_tiny_clip(path, tiny_cfg)
+    assert tok(["a red circle."]).shape[0] == 1
+
+    # truncated weights -> warning + rebuild
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match="rebuilding"):
+        assert P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False) == path
+    assert P.BUILD_COUNT == n0 + 2 and path.stat().st_size == len(data)
+
+    # edited hash in the sidecar -> rebuild
+    sidecar = path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["sha256"] = "0" * 64
+    sidecar.write_text(json.dumps(meta))
+    with pytest.warns(RuntimeWarning, match="sha256"):
+        P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False)
+    assert P.BUILD_COUNT == n0 + 3
+
+    # unreadable / missing sidecar -> rebuild
+    sidecar.write_text("{not json")
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False)
+    sidecar.unlink()
+    with pytest.warns(RuntimeWarning, match="missing"):
+        P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False)
+    assert P.BUILD_COUNT == n0 + 5 and len(P.read_sidecar(path)["sha256"]) == len(digest)
+
+    # explicit rebuild
+    P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False, rebuild=True)
+    assert P.BUILD_COUNT == n0 + 6
+
+
+def test_cache_key_depends_on_config(tmp_path, tiny_cfg, monkeypatch):
+    import dataclasses
+
+    from condu_bench.synthetic import pretrain as P
+
+    other = dataclasses.replace(tiny_cfg, seed=tiny_cfg.seed + 1)
+    a, _ = P.cache_paths(tiny_cfg, tmp_path)
+    b, _ = P.cache_paths(other, tmp_path)
+    assert a != b and a.parent == b.parent == tmp_path
+    assert P.cache_paths(tiny_cfg, tmp_path)[0] == a  # stable
+    assert str(D.GENERATOR_VERSION) in a.name or f"g{D.GENERATOR_VERSION}" in a.name
+
+    monkeypatch.setenv("CONDU_BENCH_CACHE", str(tmp_path / "envcache"))
+    assert P.default_cache_dir() == tmp_path / "envcache"
+    assert P.cache_paths(tiny_cfg)[0].parent == tmp_path / "envcache"
+    monkeypatch.delenv("CONDU_BENCH_CACHE")
+    assert P.default_cache_dir() == P.Path.home() / ".cache" / "condu-bench"
+
+
+def test_stale_fingerprint_is_rebuilt(tmp_path, tiny_cfg):
+    from condu_bench.synthetic import pretrain as P
+
+    path = P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False)
+    sidecar = path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["fingerprint"] = "stale"
+    sidecar.write_text(json.dumps(meta))
+    n = P.BUILD_COUNT
+    with pytest.warns(RuntimeWarning, match="fingerprint"):
+        P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False)
+    assert P.BUILD_COUNT == n + 1
+    assert P.read_sidecar(path)["fingerprint"] == tiny_cfg.fingerprint()
