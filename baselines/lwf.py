@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from condu_bench.method import BaseMethod, Batch, RunContext, TaskInfo
-from condu_bench.models.classifier import cosine_logits, image_features
+from condu_bench.models.classifier import cosine_logits, image_features, logit_scale
 
 
 class LwF(BaseMethod):
@@ -37,15 +37,16 @@ class LwF(BaseMethod):
 
     def training_loss(self, batch: Batch, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
         features = image_features(ctx.model, batch.images)  # shared by both terms
-        logits = cosine_logits(features, ctx.text_classifier(task.data))
+        scale = logit_scale(ctx.model)
+        logits = cosine_logits(features, ctx.text_classifier(task.data), scale)
         loss = F.cross_entropy(logits, batch.labels, label_smoothing=ctx.train_config.label_smoothing)
         if self.teacher is None:
             return loss
         t = self.config.temperature
         with torch.no_grad():
-            teacher_logits = cosine_logits(image_features(self.teacher, batch.images), self.teacher_classifier)
+            teacher_logits = cosine_logits(image_features(self.teacher, batch.images), self.teacher_classifier, scale)
         student_classifier = torch.cat([ctx.text_classifier(old) for old in self.old_tasks])
-        student_logits = cosine_logits(features, student_classifier)
+        student_logits = cosine_logits(features, student_classifier, scale)
         distill = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1), reduction="batchmean")
         return loss + self.config.weight * distill * t * t
 

@@ -67,6 +67,12 @@ def summarise(scenario: Any, results: list[Any]) -> dict[str, Any]:
     }
 
 
+def dataset_info(scenario: Any) -> dict[str, Any]:
+    """Per dataset: sizes, split description, shots and any skipped corrupt images, as the loaders recorded."""
+    tasks = {t.name: t for s in scenario.streams for t in s.train + s.evaluate}
+    return {name: {"num_classes": t.num_classes, "split_convention": t.split_convention, **t.info} for name, t in tasks.items()}
+
+
 def write_outputs(directory: Path, record: dict[str, Any], results: list[Any], run_config: dict[str, Any]) -> None:
     import yaml
 
@@ -154,6 +160,7 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
             **summarise(scenario, results),
             "config_hash": digest, "split_convention": ",".join(scenario.split_conventions),
             "task_agnostic": scenario.task_agnostic, "scenario_info": scenario.info,
+            "dataset_info": dataset_info(scenario),
             "model": loaded.info, "device": str(device), "versions": versions(),
             "wall_time_s": round(wall, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started + wall)),
             "argv": sys.argv,

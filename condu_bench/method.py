@@ -135,11 +135,11 @@ class BaseMethod:
 
     def task_logits(self, images: torch.Tensor, task: TaskInfo, ctx: RunContext, model: torch.nn.Module | None = None) -> torch.Tensor:
         """Logits of the current task's classes with gradients through both encoders."""
-        from condu_bench.models.classifier import cosine_logits, image_features
+        from condu_bench.models.classifier import cosine_logits, image_features, logit_scale
 
         model = model or ctx.model
         classifier = ctx.text_classifier(task.data, model=model)
-        return cosine_logits(image_features(model, images), classifier)
+        return cosine_logits(image_features(model, images), classifier, logit_scale(model))
 
     def training_loss(self, batch: Batch, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
         logits = self.task_logits(batch.images, task, ctx)

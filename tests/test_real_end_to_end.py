@@ -57,3 +57,18 @@ def test_data_check_command(tmp_path, capsys):
     assert main(["data", "check", "--root", str(tmp_path), "--layout", "zscl", "--datasets", "MNIST,DTD"]) == 1
     out = capsys.readouterr().out
     assert "[missing] DTD: missing" in out and "dtd-r1.0.1.tar.gz" in out
+
+
+def test_corrupt_image_is_an_error_or_skipped_and_recorded(tmp_path, capsys):
+    root = tmp_path / "data"
+    ft.zscl_eurosat(root)
+    bad = sorted((root / "eurosat" / "2750").rglob("*.jpg"))[0]
+    ft.truncate_image(bad)
+    base = ["run", "mtil_order1", f"data_root={root}", "scenario.options.order=EuroSAT", "--no-progress", *MICRO]
+    assert main([*base, "--out", str(tmp_path / "strict")]) == 2
+    assert bad.name in capsys.readouterr().err
+    assert main([*base, "scenario.options.skip_corrupt=true", "--out", str(tmp_path / "lenient")]) == 0
+    metrics = json.loads((tmp_path / "lenient" / "finetune" / "seed0" / "metrics.json").read_text())
+    skipped = metrics["dataset_info"]["EuroSAT"]["skipped"]
+    assert sum(split["count"] for split in skipped.values()) == 1
+    assert any(bad.name in f for split in skipped.values() for f in split["files"])

@@ -1,7 +1,10 @@
 """Zero-shot text classifiers: the one place class names and templates become class embeddings.
 
 Per class: the mean of the L2-normalised text embeddings over the templates, re-normalised.
-Logits are ``100 * cos(image, class)`` (the protocol fixes 100 rather than the learned scale).
+Logits are ``s * cos(image, class)`` with ``s = exp(logit_scale)`` of the model, as the reference code computes
+them; for OpenAI CLIP ``s`` is 100 (the clamp it was trained to), which is the protocol's ``100 * cos``. A small
+model pretrained here has a smaller learned ``s``, and scoring it at 100 would make its training loss needlessly
+sharp. Evaluation takes the argmax, which no positive scale changes.
 """
 
 from __future__ import annotations
@@ -40,5 +43,10 @@ def image_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor
     return F.normalize(model.encode_image(images).float(), dim=-1)
 
 
-def cosine_logits(image_feats: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
-    return LOGIT_SCALE * image_feats @ classifier.t()
+def logit_scale(model: torch.nn.Module) -> torch.Tensor:
+    """The model's learned temperature ``exp(logit_scale)``, never trained (the methods exclude it)."""
+    return model.logit_scale.detach().exp().clamp(max=LOGIT_SCALE)
+
+
+def cosine_logits(image_feats: torch.Tensor, classifier: torch.Tensor, scale: torch.Tensor | float = LOGIT_SCALE) -> torch.Tensor:
+    return scale * image_feats @ classifier.t()

@@ -14,7 +14,7 @@ from condu_bench.scenarios.base import Scenario, Stream
 
 DEFAULTS: dict[str, Any] = {
     "order": None,  # list of domain names; None = the world's default order
-    "n_train_per_class": 100,
+    "n_train_per_class": 200,
     "n_test_per_class": 50,
     "image_size": 32,
     "data_seed": 0,
