@@ -51,3 +51,21 @@ def test_help_and_ls_do_not_import_torch_or_avalanche():
     subprocess.run([sys.executable, "-c", code], check=True)
     out = subprocess.run([sys.executable, "-m", "condu_bench", "--help"], capture_output=True, text=True, check=True).stdout
     assert "run" in out and "ls" in out and "table" in out
+
+
+def test_table_command_builds_tables_from_result_files(tmp_path, capsys):
+    import json
+
+    for method, seed, last in (("finetune", 0, 50.0), ("finetune", 1, 60.0), ("zeroshot", 0, 40.0)):
+        run = tmp_path / method / f"seed{seed}"
+        run.mkdir(parents=True)
+        record = {"scenario": "synthetic_mtil", "protocol": "mtil", "method": method, "seed": seed,
+                  "transfer": 30.0, "avg": 45.0, "last": last, "split_convention": "synthetic",
+                  "per_dataset": {"a": {"transfer": None, "avg": 45.0, "last": last}}, "datasets": ["a"]}
+        (run / "metrics.json").write_text(json.dumps(record))
+    assert main(["table", str(tmp_path), "--formats", "md,csv"]) == 0
+    written = capsys.readouterr().out.split()
+    board = next(p for p in written if "leaderboard" in p and p.endswith(".md"))
+    text = open(board).read()
+    assert "| finetune |" in text and "| 55.0 |" in text  # seeds 0 and 1 averaged
+    assert main(["table", str(tmp_path / "missing")]) == 2
