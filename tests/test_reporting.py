@@ -297,7 +297,9 @@ def test_write_run_report_without_published(tmp_path):
 def test_write_leaderboard(tmp_path):
     runs = [mtil_run("finetune", 0, 40.0, 50.0, 70.0), mtil_run("finetune", 1, 44.0, 54.0, 80.0)]
     text = write_leaderboard(tmp_path, runs)
-    assert text == (tmp_path / "leaderboard.md").read_text()
+    saved = (tmp_path / "leaderboard.md").read_text()
+    assert saved.startswith(text) and saved.rstrip().endswith("![mtil leaderboard](leaderboard.png)")
+    assert (tmp_path / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| synthetic_mtil | finetune | synthetic | 2 | 42.0 | 2.8 | 52.0 | 2.8 | 75.0 | 7.1 |" in text
     csv = pd.read_csv(tmp_path / "leaderboard.csv")
     assert csv.loc[0, "protocol"] == "mtil" and csv.loc[0, "last"] == pytest.approx(75.0)

@@ -67,7 +67,7 @@ def plot_metric_bars(leaderboard_df, path, metrics: Sequence[str] = ("transfer",
             ax.bar(x + (k - (len(metrics) - 1) / 2) * width, values, width, yerr=err, label=metric.capitalize(), capsize=2)
         ax.set_xticks(x, labels=labels, rotation=30, ha="right")
         ax.set_ylabel("accuracy (%)")
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the bars
         fig.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from condu_bench.reporting.plots import plot_accuracy_matrix
+from condu_bench.reporting.plots import plot_accuracy_matrix, plot_metric_bars
 from condu_bench.reporting.tables import (
     PER_DATASET_METRICS,
     PROTOCOL_METRICS,
@@ -94,6 +94,11 @@ def write_leaderboard(out_dir, metrics_list: Sequence[Mapping]) -> str:
         table = to_markdown(board, protocol_decimals(protocol))
         parts.append(table if len(protocols) == 1 else f"### {protocol}\n\n{table}")
     text = "\n".join(parts)
-    (out_dir / "leaderboard.md").write_text(text)
+    figures = []
+    for protocol, board in zip(protocols, boards):
+        name = "leaderboard.png" if len(protocols) == 1 else f"leaderboard_{protocol}.png"
+        plot_metric_bars(board, out_dir / name, PROTOCOL_METRICS[protocol])
+        figures.append(f"![{protocol} leaderboard]({name})")
+    (out_dir / "leaderboard.md").write_text(text + "\n\n" + "\n".join(figures) + "\n")
     to_csv(pd.concat(boards, ignore_index=True), out_dir / "leaderboard.csv")
     return text
