@@ -37,12 +37,13 @@ def _peak(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
-def time_train_steps(ctx: Any, method: Any, task: Any, images: torch.Tensor, labels: torch.Tensor, steps: int, autocast) -> Timing:
+def time_train_steps(ctx: Any, method: Any, task: Any, images: torch.Tensor, labels: torch.Tensor, steps: int, autocast,
+                     fused: bool = True) -> Timing:
     from condu_bench.method import Batch
     from condu_bench.training.loop import build_optimizer, select_trainable
 
     params = select_trainable(ctx.model, method)
-    optimizer = build_optimizer(params, ctx.train_config, 1e-5)
+    optimizer = build_optimizer(params, ctx.train_config, 1e-5) if fused else torch.optim.AdamW(params, lr=1e-5)
     batch = Batch(images.to(ctx.device), labels.to(ctx.device))
     ctx.model.train()
     for step in range(steps + 2):  # two warm-up steps are not timed
@@ -90,6 +91,9 @@ def run_bench(config: Any, steps: int = 5, eval_images: int = 512) -> list[tuple
         timing = time_train_steps(ctx, ContinualFinetune(), info, images, labels, steps, autocast_factory(device, precision))
         results.append((f"train step, {precision} (batch {batch})", timing))
         ctx.model.load_state_dict(ctx.pretrained_state)
+    unfused = time_train_steps(ctx, ContinualFinetune(), info, images, labels, steps, autocast_factory(device, "fp32"), fused=False)
+    results.append((f"train step, fp32, per-tensor AdamW (batch {batch})", unfused))
+    ctx.model.load_state_dict(ctx.pretrained_state)
     for cached in (True, False):
         evaluator = Evaluator(ctx, config.eval.batch_size, config.num_workers, progress=False)
         if not cached:
@@ -140,6 +144,9 @@ def format_bench(results: list[tuple[str, Timing]], device: str, arch: str) -> s
     bf16 = next((t for n, t in results if n.startswith("train step, bf16")), None)
     if fp32 and bf16:
         lines.append(f"bf16 / fp32 training throughput: {bf16.images_per_s / fp32.images_per_s:.2f}x")
+    unfused = next((t for n, t in results if "per-tensor AdamW" in n), None)
+    if fp32 and unfused:
+        lines.append(f"fused / per-tensor AdamW training throughput: {fp32.images_per_s / unfused.images_per_s:.2f}x")
     cached = by_name.get("evaluation, cached tensors")
     decoded = by_name.get("evaluation, decode every time")
     if cached and decoded:

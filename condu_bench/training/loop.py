@@ -31,7 +31,9 @@ def select_trainable(model: torch.nn.Module, method: Any) -> list[torch.nn.Param
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        # The fused kernel (CPU and CUDA) makes the update ~6x cheaper than the per-tensor loop on CPU, where the
+        # 49k-row token embedding of CLIP's text tower otherwise dominates a small model's step.
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=True)
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
