@@ -223,25 +223,29 @@ def test_per_dataset_table_with_published_rows():
 
 
 def test_build_tables_two_methods_two_seeds(tmp_path):
+    S = "mtil_orderI"  # a scenario the papers measured, so a paper table is built
     root, out = tmp_path / "runs", tmp_path / "tables"
-    write_runs(root, [mtil_run("finetune", 0, 40.0, 50.0, 70.0), mtil_run("finetune", 1, 44.0, 54.0, 80.0),
-                      mtil_run("zscl", 0, 60.0, 70.0, 80.0), mtil_run("zscl", 1, 62.0, 71.0, 82.0)])
+    write_runs(root, [mtil_run("finetune", 0, 40.0, 50.0, 70.0, S), mtil_run("finetune", 1, 44.0, 54.0, 80.0, S),
+                      mtil_run("zscl", 0, 60.0, 70.0, 80.0, S), mtil_run("zscl", 1, 62.0, 71.0, 82.0, S)])
     written = build_tables(root, out, published_dir=PUBLISHED)
     names = {p.name for p in written}
-    assert {"leaderboard_synthetic_mtil.md", "leaderboard_synthetic_mtil.csv", "leaderboard_synthetic_mtil.tex",
-            "paper_synthetic_mtil.md", "per_dataset_synthetic_mtil_last.csv"} <= names
+    assert {"leaderboard_mtil_orderI.md", "leaderboard_mtil_orderI.csv", "leaderboard_mtil_orderI.tex",
+            "paper_mtil_orderI.md", "per_dataset_mtil_orderI_last.csv"} <= names
     assert all(p.is_file() and p.stat().st_size > 0 for p in written)
-    board = pd.read_csv(out / "leaderboard_synthetic_mtil.csv").set_index("method")
+    board = pd.read_csv(out / "leaderboard_mtil_orderI.csv").set_index("method")
     assert board.loc["finetune", ["transfer", "avg", "last"]].tolist() == pytest.approx([42.0, 52.0, 75.0])
     assert board.loc["zscl", ["transfer", "avg", "last"]].tolist() == pytest.approx([61.0, 70.5, 81.0])
     assert board.loc["zscl", "last_std"] == pytest.approx(math.sqrt(2.0))
-    md = (out / "leaderboard_synthetic_mtil.md").read_text()
-    assert "| synthetic_mtil | finetune | synthetic | 2 | 42.0 | 2.8 | 52.0 | 2.8 | 75.0 | 7.1 |" in md
-    paper = pd.read_csv(out / "paper_synthetic_mtil.csv")
+    md = (out / "leaderboard_mtil_orderI.md").read_text()
+    assert "| mtil_orderI | finetune | synthetic | 2 | 42.0 | 2.8 | 52.0 | 2.8 | 75.0 | 7.1 |" in md
+    paper = pd.read_csv(out / "paper_mtil_orderI.csv")
     assert ((paper["method"] == "Continual-FT") & (paper["source"] == "this run")).sum() == 1
     # without published_dir: leaderboard and per-dataset tables only
     only = build_tables(root, tmp_path / "plain", formats=("md",))
     assert len(only) == 4 and not any(p.name.startswith("paper_") for p in only)
+    # the synthetic world is never set beside the papers' numbers
+    write_runs(tmp_path / "synthetic", [mtil_run("finetune", 0, 40.0, 50.0, 70.0)])
+    assert not any(p.name.startswith("paper_") for p in build_tables(tmp_path / "synthetic", tmp_path / "t2", published_dir=PUBLISHED))
 
 
 def test_build_tables_empty_root(tmp_path):
@@ -303,3 +307,15 @@ def test_write_leaderboard(tmp_path):
     assert "| synthetic_mtil | finetune | synthetic | 2 | 42.0 | 2.8 | 52.0 | 2.8 | 75.0 | 7.1 |" in text
     csv = pd.read_csv(tmp_path / "leaderboard.csv")
     assert csv.loc[0, "protocol"] == "mtil" and csv.loc[0, "last"] == pytest.approx(75.0)
+
+
+def test_published_tables_only_for_the_protocols_papers_measured(tmp_path):
+    from condu_bench.reporting.tables import published_csv_for
+
+    published = Path(__file__).resolve().parents[1] / "results" / "published"
+    assert published_csv_for("mtil_orderI", "mtil", published).name == "mtil_order1.csv"
+    assert published_csv_for("mtil_orderII", "mtil", published).name == "mtil_order2.csv"
+    assert published_csv_for("mtil_orderI_fewshot", "mtil", published).name == "mtil_fewshot.csv"
+    assert published_csv_for("base_to_novel", "base_to_novel", published).name == "b2n_average.csv"
+    for scenario in ("synthetic_mtil", "mtil_custom", "mtil_orderI_agnostic", "mtil_orderI_coopsplits"):
+        assert published_csv_for(scenario, "mtil", published) is None, scenario

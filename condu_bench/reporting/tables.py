@@ -60,6 +60,7 @@ METHOD_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 # (protocol, words any of which the scenario name must contain, published file); first match wins.
+NOT_PUBLISHED: tuple[str, ...] = ("synthetic", "custom", "agnostic", "coopsplits")
 PUBLISHED_TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("mtil", ("order2", "orderii"), "mtil_order2.csv"),
     ("mtil", ("fewshot",), "mtil_fewshot.csv"),
@@ -263,6 +264,8 @@ def _with_published_per_dataset(out: pd.DataFrame, datasets: list[str], metric: 
 def published_csv_for(scenario: str, protocol: str, published_dir) -> Path | None:
     """The published table a scenario should be shown next to (see PUBLISHED_TABLES), if any."""
     key = normalise_name(scenario)
+    if any(word in key for word in NOT_PUBLISHED):
+        return None  # the synthetic world, custom orders, other splits: no paper measured these
     for proto, words, filename in PUBLISHED_TABLES:
         if proto == protocol and (not words or any(w in key for w in words)):
             path = Path(published_dir) / filename

@@ -162,7 +162,8 @@ def build_mtil(options: dict[str, Any], seed: int, data_root: str | Path | None 
         tasks.append(TaskData(name=spec.mtil_name or spec.name, classnames=list(listing.classnames),
                               templates=_templates(spec, opts["templates"]), train=train, test=test,
                               split_convention=layout, info=info))
-    suffix = ("_fewshot" if shots else "") + ("_agnostic" if opts["task_agnostic"] else "")
+    # The published MTIL tables used zscl splits; a coop-split run gets its own name so it is never shown beside them.
+    suffix = ("_fewshot" if shots else "") + ("_agnostic" if opts["task_agnostic"] else "") + ("_coopsplits" if opts["layout"] == "coop" else "")
     return Scenario(
         name=f"mtil_order{order_name}{suffix}" if order_name != "custom" else f"mtil_custom{suffix}",
         protocol="mtil",
