@@ -20,6 +20,7 @@ METHODS.register_lazy("zeroshot", f"{_B}.zeroshot:ZeroShot", "Zero-shot CLIP: no
 METHODS.register_lazy("finetune", f"{_B}.finetune:ContinualFinetune", "Continual fine-tuning of every weight (except logit_scale), task after task.")
 METHODS.register_lazy("lwf", f"{_B}.lwf:LwF", "LwF: distil the previous model's logits over earlier datasets' classes.")
 METHODS.register_lazy("zscl", f"{_B}.zscl:ZSCL", "ZSCL: L2 to the task start, distillation from zero-shot CLIP on reference data, weight ensemble.")
+METHODS.register_lazy("lwf_vr", f"{_B}.lwf_vr:LwFVR", "LwF-VR: distil the previous model over random vocabulary words.")
 METHODS.register_lazy("wise_ft", f"{_B}.wise_ft:WiseFT", "WiSE-FT: interpolate fine-tuned and zero-shot weights after every task.")
 
 # Scenarios: builders taking (options dict, seed) and returning a Scenario.

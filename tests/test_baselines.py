@@ -100,3 +100,16 @@ def test_zscl_reference_files_are_checked(tmp_path):
         states_after_each_task(tmp_path, "zscl", "method_options.zscl.reference=files",
                                f"method_options.zscl.ref_images_dir={tmp_path / 'none'}",
                                f"method_options.zscl.ref_sentences_file={tmp_path / 'none.txt'}")
+
+
+def test_lwf_vr_distils_from_the_first_task_on_real_words(tmp_path):
+    from condu_bench.baselines.lwf_vr import vocabulary_words
+    from condu_bench.models.loading import load_model
+
+    words = vocabulary_words(load_model(load_config(None, micro_overrides("lwf_vr")).model).tokenizer)
+    assert len(words) > 10000 and all(w.isalpha() and len(w) >= 3 for w in words)
+    assert {"photo", "dog", "circle"} <= set(words)
+    ft, _ = states_after_each_task(tmp_path, "finetune", "scenario.options.order=shapes")
+    vr, _ = states_after_each_task(tmp_path, "lwf_vr", "scenario.options.order=shapes", "method_options.lwf_vr.words_per_step=16")
+    # Unlike LwF, vocabulary replay already distils on the first task, so the updates differ from fine-tuning.
+    assert not torch.equal(ft[0]["visual.conv1.weight"], vr[0]["visual.conv1.weight"])
