@@ -167,9 +167,27 @@ def create_model(cfg: ModelConfig, quick_gelu: bool) -> Any:
         raise UnknownNameError("model architecture", cfg.arch, open_clip.list_models())
     import torch
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # untrained models (tests, from-scratch pretraining) start identical every time
-        return open_clip.create_model(cfg.arch, pretrained=None, force_quick_gelu=quick_gelu)
+    import logging
+
+    # open_clip warns that the model is "initialized randomly": true only until load_model loads the weights.
+    quiet = _DropMessage("No pretrained weights loaded")
+    logging.getLogger().addFilter(quiet)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # untrained models (tests, from-scratch pretraining) start identical every time
+            return open_clip.create_model(cfg.arch, pretrained=None, force_quick_gelu=quick_gelu)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _DropMessage:
+    """A logging filter that drops records containing ``text``."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def filter(self, record) -> bool:
+        return self.text not in record.getMessage()
 
 
 def load_model(cfg: ModelConfig, progress: bool = True) -> LoadedModel:
