@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
+from condu_bench.losses import distillation_kl
 from condu_bench.method import BaseMethod, Batch, RunContext, TaskInfo
 from condu_bench.models.classifier import cosine_logits, image_features, logit_scale
 
@@ -37,18 +37,15 @@ class LwF(BaseMethod):
 
     def training_loss(self, batch: Batch, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
         features = image_features(ctx.model, batch.images)  # shared by both terms
-        scale = logit_scale(ctx.model)
-        logits = cosine_logits(features, ctx.text_classifier(task.data), scale)
-        loss = F.cross_entropy(logits, batch.labels, label_smoothing=ctx.train_config.label_smoothing)
+        loss = self.task_loss(features, batch.labels, task, ctx)
         if self.teacher is None:
             return loss
-        t = self.config.temperature
+        scale = logit_scale(ctx.model)
         with torch.no_grad():
             teacher_logits = cosine_logits(image_features(self.teacher, batch.images), self.teacher_classifier, scale)
         student_classifier = torch.cat([ctx.text_classifier(old) for old in self.old_tasks])
         student_logits = cosine_logits(features, student_classifier, scale)
-        distill = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1), reduction="batchmean")
-        return loss + self.config.weight * distill * t * t
+        return loss + self.config.weight * distillation_kl(student_logits, teacher_logits, self.config.temperature)
 
     def after_task(self, task: TaskInfo, ctx: RunContext) -> None:
         self.teacher = None  # free the copy; the next task takes a fresh snapshot

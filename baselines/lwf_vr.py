@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from condu_bench.errors import UserError
+from condu_bench.losses import distillation_kl
 from condu_bench.method import BaseMethod, Batch, RunContext, TaskInfo
 from condu_bench.models.classifier import cosine_logits, image_features, logit_scale, text_classifier
 
@@ -50,9 +50,8 @@ class LwFVR(BaseMethod):
     def training_loss(self, batch: Batch, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
         cfg = self.config
         features = image_features(ctx.model, batch.images)
+        loss = self.task_loss(features, batch.labels, task, ctx)
         scale = logit_scale(ctx.model)
-        logits = cosine_logits(features, ctx.text_classifier(task.data), scale)
-        loss = F.cross_entropy(logits, batch.labels, label_smoothing=ctx.train_config.label_smoothing)
         picks = torch.randperm(len(self.words), generator=self.generator)[: cfg.words_per_step].tolist()
         words = [self.words[i] for i in picks]
         with torch.no_grad():
@@ -60,9 +59,7 @@ class LwFVR(BaseMethod):
             teacher_logits = cosine_logits(image_features(self.teacher, batch.images), teacher_text, scale)
         student_text = text_classifier(ctx.model, ctx.tokenizer, words, [cfg.template], ctx.device)
         student_logits = cosine_logits(features, student_text, scale)
-        t = cfg.temperature
-        distill = F.kl_div(F.log_softmax(student_logits / t, -1), F.softmax(teacher_logits / t, -1), reduction="batchmean")
-        return loss + cfg.weight * distill * t * t
+        return loss + cfg.weight * distillation_kl(student_logits, teacher_logits, cfg.temperature)
 
     def after_task(self, task: TaskInfo, ctx: RunContext) -> None:
         self.teacher = None

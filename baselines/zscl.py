@@ -22,15 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from condu_bench.errors import UserError
+from condu_bench.losses import soft_cross_entropy
 from condu_bench.method import BaseMethod, Batch, RunContext, TaskInfo
 from condu_bench.models.classifier import cosine_logits, image_features, logit_scale
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-
-
-def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    targets = F.softmax(teacher_logits / temperature, dim=-1)
-    return -(targets * F.log_softmax(student_logits / temperature, dim=-1)).sum(-1).mean() * temperature**2
 
 
 class ZSCL(BaseMethod):
@@ -97,9 +93,7 @@ class ZSCL(BaseMethod):
 
     def training_loss(self, batch: Batch, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
         cfg, model = self.config, ctx.model
-        scale = logit_scale(model)
-        logits = cosine_logits(image_features(model, batch.images), ctx.text_classifier(task.data), scale)
-        loss = F.cross_entropy(logits, batch.labels, label_smoothing=ctx.train_config.label_smoothing)
+        loss = self.task_loss(image_features(model, batch.images), batch.labels, task, ctx)
         if cfg.l2_weight:
             loss = loss + cfg.l2_weight * sum(((p - self.start[n]) ** 2).sum() for n, p in self.trainable_parameters(model))
         if cfg.distill_weight:
@@ -107,7 +101,7 @@ class ZSCL(BaseMethod):
             with torch.no_grad():
                 teacher = cosine_logits(image_features(self.teacher, images), self.teacher_text, logit_scale(self.teacher))
             student_text = F.normalize(model.encode_text(self.ref_tokens).float(), dim=-1)
-            student = cosine_logits(image_features(model, images), student_text, scale)
+            student = cosine_logits(image_features(model, images), student_text, logit_scale(model))
             t = cfg.temperature
             distill = soft_cross_entropy(student, teacher, t) + soft_cross_entropy(student.t(), teacher.t(), t)
             loss = loss + cfg.distill_weight * distill

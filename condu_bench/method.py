@@ -133,17 +133,19 @@ class BaseMethod:
     def before_task(self, task: TaskInfo, ctx: RunContext) -> None:
         pass
 
-    def task_logits(self, images: torch.Tensor, task: TaskInfo, ctx: RunContext, model: torch.nn.Module | None = None) -> torch.Tensor:
-        """Logits of the current task's classes with gradients through both encoders."""
-        from condu_bench.models.classifier import cosine_logits, image_features, logit_scale
+    def task_loss(self, features: torch.Tensor, labels: torch.Tensor, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
+        """Cross-entropy (with the run's label smoothing) of normalised image ``features`` over the current task's
+        text classifier, with gradients through both encoders. Methods that reuse the features for other terms
+        (distillation) compute them once and pass them here."""
+        from condu_bench.models.classifier import cosine_logits, logit_scale
 
-        model = model or ctx.model
-        classifier = ctx.text_classifier(task.data, model=model)
-        return cosine_logits(image_features(model, images), classifier, logit_scale(model))
+        logits = cosine_logits(features, ctx.text_classifier(task.data), logit_scale(ctx.model))
+        return F.cross_entropy(logits, labels, label_smoothing=ctx.train_config.label_smoothing)
 
     def training_loss(self, batch: Batch, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
-        logits = self.task_logits(batch.images, task, ctx)
-        return F.cross_entropy(logits, batch.labels, label_smoothing=ctx.train_config.label_smoothing)
+        from condu_bench.models.classifier import image_features
+
+        return self.task_loss(image_features(ctx.model, batch.images), batch.labels, task, ctx)
 
     def after_iteration(self, step: int, task: TaskInfo, ctx: RunContext) -> None:
         pass
