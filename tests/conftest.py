@@ -25,3 +25,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Generated dataset trees, built once per session and only read by the tests that share them.
+@pytest.fixture(scope="session")
+def zscl_tree(tmp_path_factory):
+    import fake_trees as ft
+
+    root = tmp_path_factory.mktemp("zscl")
+    return root, ft.build_all(root, "zscl")
+
+
+@pytest.fixture(scope="session")
+def coop_tree(tmp_path_factory):
+    import fake_trees as ft
+
+    root = tmp_path_factory.mktemp("coop")
+    ft.zscl_mnist(root)  # MTIL on coop splits falls back to zscl for MNIST and CIFAR100
+    ft.zscl_cifar100(root)
+    return root, ft.build_all(root, "coop")

@@ -27,18 +27,6 @@ ALL = ["Aircraft", "Caltech101", "CIFAR100", "DTD", "EuroSAT", "Flowers102", "Fo
        "StanfordCars", "SUN397", "ImageNet", "UCF101", "ImageNet-V2", "ImageNet-Sketch", "ImageNet-A", "ImageNet-R"]
 
 
-@pytest.fixture(scope="module")
-def zscl_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zscl")
-    return root, ft.build_all(root, "zscl")
-
-
-@pytest.fixture(scope="module")
-def coop_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("coop")
-    return root, ft.build_all(root, "coop")
-
-
 # ---------------------------------------------------------------------------------------------------- registry
 
 
@@ -110,22 +98,22 @@ def _check_listing(listing, expect):
 
 
 @pytest.mark.parametrize("name", MTIL_DATASETS)
-def test_zscl_layout(zscl_root, name):
-    root, expect = zscl_root
+def test_zscl_layout(zscl_tree, name):
+    root, expect = zscl_tree
     listing = load_listing(get_spec(name), root, "zscl")
     _check_listing(listing, expect[name])
     assert listing.layout == "zscl" and not listing.notes
 
 
 @pytest.mark.parametrize("name", sorted(ft.COOP))
-def test_coop_layout(coop_root, name):
-    root, expect = coop_root
+def test_coop_layout(coop_tree, name):
+    root, expect = coop_tree
     listing = load_listing(get_spec(name), root, "coop")
     _check_listing(listing, expect[name])
 
 
-def test_coop_json_labels_follow_the_file(coop_root):
-    root, _ = coop_root
+def test_coop_json_labels_follow_the_file(coop_tree):
+    root, _ = coop_tree
     listing = load_listing(get_spec("DTD"), root, "coop")
     entries = json.loads((root / "dtd" / "split_zhou_DescribableTextures.json").read_text())["test"]
     assert listing.splits["test"].keys() == [e[0] for e in entries]
@@ -140,10 +128,10 @@ def test_zscl_variants(tmp_path):
     assert load_listing(get_spec("MNIST"), tmp_path / "b", "zscl").counts() == {"train": 30, "test": 30}
 
 
-def test_random_split_is_zscl_s_and_deterministic(zscl_root):
+def test_random_split_is_zscl_s_and_deterministic(zscl_tree):
     import torch
 
-    root, _ = zscl_root
+    root, _ = zscl_tree
     a = load_listing(get_spec("EuroSAT"), root, "zscl")
     b = load_listing(get_spec("EuroSAT"), root, "zscl")
     assert a.splits["train"].keys() == b.splits["train"].keys()
@@ -157,8 +145,8 @@ def test_random_split_is_zscl_s_and_deterministic(zscl_root):
 # ---------------------------------------------------------------------------------------------------- few-shot
 
 
-def test_few_shot_draws_are_seeded_and_cached(coop_root, tmp_path):
-    root, _ = coop_root
+def test_few_shot_draws_are_seeded_and_cached(coop_tree, tmp_path):
+    root, _ = coop_tree
     splits = load_listing(get_spec("Caltech101"), root, "coop").splits
     a, info_a = fewshot_splits(splits, "Caltech101", "coop", 2, seed=1, cache_dir=tmp_path)
     assert not info_a["cache_reused"] and Path(info_a["cache"]).is_file()
@@ -181,8 +169,8 @@ def test_few_shot_val_is_capped_at_four(tmp_path):
     assert set(Counter(out["train"].targets).values()) == {16} and set(Counter(out["val"].targets).values()) == {4}
 
 
-def test_stale_few_shot_cache_is_refused(coop_root, tmp_path):
-    root, _ = coop_root
+def test_stale_few_shot_cache_is_refused(coop_tree, tmp_path):
+    root, _ = coop_tree
     splits = load_listing(get_spec("DTD"), root, "coop").splits
     _, info = fewshot_splits(splits, "DTD", "coop", 2, seed=3, cache_dir=tmp_path)
     path = Path(info["cache"])
@@ -198,8 +186,8 @@ def test_stale_few_shot_cache_is_refused(coop_root, tmp_path):
         fewshot_splits(changed, "DTD", "coop", 2, seed=3, cache_dir=tmp_path)
 
 
-def test_array_datasets_few_shot(zscl_root, tmp_path):
-    root, _ = zscl_root
+def test_array_datasets_few_shot(zscl_tree, tmp_path):
+    root, _ = zscl_tree
     splits = load_listing(get_spec("MNIST"), root, "zscl").splits
     out, _ = fewshot_splits(splits, "MNIST", "zscl", 2, seed=0, cache_dir=tmp_path)
     again, info = fewshot_splits(splits, "MNIST", "zscl", 2, seed=0, cache_dir=tmp_path)
@@ -239,13 +227,13 @@ def test_missing_folder_names_path_and_archive(tmp_path):
     assert "flowers-102" in results[1].message and "setid.mat" in results[1].message
 
 
-def test_check_reports_found_datasets(zscl_root, coop_root):
-    root, expect = zscl_root
+def test_check_reports_found_datasets(zscl_tree, coop_tree):
+    root, expect = zscl_tree
     results = check_datasets(root, "zscl")
     assert [r.dataset for r in results] == MTIL_DATASETS and all(r.ok for r in results)
     text = format_check(results)
     assert "DTD: found" in text and "47 classes; train 94, test 94 images" in text and "11 of 11 datasets usable" in text
-    coop, _ = coop_root
+    coop, _ = coop_tree
     results = {r.dataset: r for r in check_datasets(coop, "coop")}
     assert all(r.ok for r in results.values()) and results["ImageNet-A"].num_classes == 200
     unsupported = check_datasets(coop, "coop", ["MNIST"])[0]

@@ -24,22 +24,8 @@ ORDER_I = ["Aircraft", "Caltech101", "CIFAR100", "DTD", "EuroSAT", "Flowers", "F
 ORDER_II = ["StanfordCars", "Food", "MNIST", "OxfordPet", "Flowers", "SUN397", "Aircraft", "Caltech101", "DTD", "EuroSAT", "CIFAR100"]
 
 
-@pytest.fixture(scope="module")
-def zscl(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zscl")
-    return root, ft.build_all(root, "zscl")
-
-
-@pytest.fixture(scope="module")
-def coop(tmp_path_factory):
-    root = tmp_path_factory.mktemp("coop")
-    ft.zscl_mnist(root)  # MTIL on coop splits falls back to zscl for MNIST and CIFAR100
-    ft.zscl_cifar100(root)
-    return root, ft.build_all(root, "coop")
-
-
-def test_mtil_orders_follow_the_protocol(zscl):
-    root, expect = zscl
+def test_mtil_orders_follow_the_protocol(zscl_tree):
+    root, expect = zscl_tree
     one = build_mtil({"order": "I"}, seed=0, data_root=root)
     two = build_mtil({"order": "II"}, seed=0, data_root=root)
     assert [t.name for t in one.streams[0].train] == ORDER_I
@@ -54,8 +40,8 @@ def test_mtil_orders_follow_the_protocol(zscl):
     assert [t.name for t in custom.streams[0].train] == ["DTD", "Flowers"] and custom.task_agnostic
 
 
-def test_few_shot_mtil_sizes(zscl, tmp_path):
-    root, expect = zscl
+def test_few_shot_mtil_sizes(zscl_tree, tmp_path):
+    root, expect = zscl_tree
     scenario = build_mtil({"order": ["EuroSAT", "StanfordCars", "MNIST"], "shots": 2, "fewshot_cache": str(tmp_path)},
                           seed=1, data_root=root)
     eurosat, cars, mnist = scenario.streams[0].train
@@ -71,8 +57,8 @@ def test_few_shot_mtil_sizes(zscl, tmp_path):
     assert again.streams[0].train[0].info["shots"] == 5 and scenario.name == "mtil_custom_fewshot"
 
 
-def test_mtil_on_coop_splits_falls_back_for_mnist_and_cifar(coop):
-    root, expect = coop
+def test_mtil_on_coop_splits_falls_back_for_mnist_and_cifar(coop_tree):
+    root, expect = coop_tree
     scenario = build_mtil({"order": "I", "layout": "coop"}, seed=0, data_root=root)
     tasks = {t.name: t for t in scenario.streams[0].train}
     assert tasks["DTD"].split_convention == "coop" and len(tasks["DTD"].train) == expect["DTD"].counts["train"]
@@ -81,8 +67,8 @@ def test_mtil_on_coop_splits_falls_back_for_mnist_and_cifar(coop):
     assert scenario.split_conventions == ["coop", "zscl"]
 
 
-def test_base_to_novel_streams(coop, tmp_path):
-    root, expect = coop
+def test_base_to_novel_streams(coop_tree, tmp_path):
+    root, expect = coop_tree
     scenario = build_base_to_novel({"shots": 2, "fewshot_cache": str(tmp_path)}, seed=1, data_root=root)
     assert [s.name for s in scenario.streams] == ["ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "Flowers102", "Food101",
                                                   "Aircraft", "SUN397", "DTD", "EuroSAT", "UCF101"]
@@ -104,8 +90,8 @@ def test_base_to_novel_streams(coop, tmp_path):
     assert again.streams[0].train[0].info["cache_reused"]
 
 
-def test_cross_dataset_and_domain_generalisation(coop, tmp_path):
-    root, _ = coop
+def test_cross_dataset_and_domain_generalisation(coop_tree, tmp_path):
+    root, _ = coop_tree
     cross = build_cross_dataset({"shots": 1, "fewshot_cache": str(tmp_path)}, seed=1, data_root=root)
     (stream,) = cross.streams
     assert [t.name for t in stream.train] == ["ImageNet"] and len(stream.train[0].train) == 1000
@@ -120,8 +106,8 @@ def test_cross_dataset_and_domain_generalisation(coop, tmp_path):
     assert dg.streams[0].train[0].info["cache_reused"]  # same ImageNet draw as the cross-dataset run
 
 
-def test_bad_options_and_missing_data(zscl, tmp_path):
-    root, _ = zscl
+def test_bad_options_and_missing_data(zscl_tree, tmp_path):
+    root, _ = zscl_tree
     with pytest.raises(UserError, match="give data_root"):
         build_mtil({}, seed=0, data_root=None)
     with pytest.raises(UserError, match="unknown key 'shot'"):
