@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from condu_bench import __version__, run_store
+from condu_bench.atomic_io import atomic_write_json, atomic_write_text
 from condu_bench.config import RunConfig, config_hash, from_dict, to_dict
 from condu_bench.errors import UserError
 from condu_bench.registries import METHODS, SCENARIOS
@@ -74,13 +75,14 @@ def dataset_info(scenario: Any) -> dict[str, Any]:
 
 
 def write_outputs(directory: Path, record: dict[str, Any], results: list[Any], run_config: dict[str, Any]) -> None:
+    """Every result file is written atomically (see :mod:`condu_bench.atomic_io`), ``metrics.json`` last."""
     import yaml
 
     from condu_bench.reporting.matrix_io import write_accuracy_matrix
     from condu_bench.reporting.run_report import write_run_report
 
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
+    atomic_write_text(directory / "config.yaml", yaml.safe_dump(run_config, sort_keys=False))
     published = published_rows(record["scenario"], record["protocol"])
     if record["protocol"] == "mtil":
         (stream,) = results
@@ -91,7 +93,7 @@ def write_outputs(directory: Path, record: dict[str, Any], results: list[Any], r
             name = stream.name.replace("/", "_")
             write_accuracy_matrix(directory / f"accuracy_matrix_{name}.csv", stream.rows, stream.step_names, stream.column_names)
         write_run_report(directory, record, None, None, None, published)
-    run_store.write_json_atomic(directory / run_store.METRICS, record)  # last: its presence means "finished"
+    atomic_write_json(directory / run_store.METRICS, record, default=str)  # last: its presence means "finished"
     run_store.clear_progress(directory)
 
 

@@ -8,12 +8,12 @@ completed task is kept in ``checkpoint/`` so an interrupted run resumes where it
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from condu_bench.atomic_io import atomic_path, atomic_write_json
 from condu_bench.errors import UserError
 
 METRICS = "metrics.json"
@@ -22,13 +22,6 @@ CHECKPOINT = "checkpoint"
 
 def run_dir(out: Path, method: str, seed: int) -> Path:
     return out / method / f"seed{seed}"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def finished_metrics(directory: Path) -> dict[str, Any] | None:
@@ -79,11 +72,9 @@ def save_progress(directory: Path, progress: dict[str, Any], tensors: dict[str, 
     from safetensors.torch import save_file
 
     ckpt = directory / CHECKPOINT
-    ckpt.mkdir(parents=True, exist_ok=True)
-    tmp = ckpt / "state.safetensors.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, ckpt / "state.safetensors")
-    write_json_atomic(ckpt / "progress.json", progress)
+    with atomic_path(ckpt / "state.safetensors") as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    atomic_write_json(ckpt / "progress.json", progress, default=str)
 
 
 def load_progress_tensors(directory: Path) -> dict[str, Any]:

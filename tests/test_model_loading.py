@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from condu_bench.atomic_io import sha256_file
 from condu_bench.config import ModelConfig
 from condu_bench.errors import UnknownNameError, UserError
 from condu_bench.models import loading
@@ -39,7 +40,7 @@ def test_safetensors_roundtrip(tmp_path, reference):
     save_file(reference, str(path))
     loaded = reload(path)
     assert_identical(loaded.model.state_dict(), reference)
-    assert loaded.info["weights_sha256"] == loading.sha256_of(path) and len(loaded.info["weights_sha256"]) == 64
+    assert loaded.info["weights_sha256"] == sha256_file(path) and len(loaded.info["weights_sha256"]) == 64
 
 
 @pytest.mark.parametrize("suffix, wrap", [(".bin", "plain"), (".pt", "state_dict"), (".pth", "module")])
@@ -163,4 +164,4 @@ def test_models_check_command(tmp_path, reference, monkeypatch, capsys):
     assert main(["models", "check", "--arch", "ViT-B-16", "--pretrained", "openai", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("ok      ViT-B-16/openai") and str(path) in out and "QuickGELU" in out
-    assert loading.sha256_of(path)[:16] in out
+    assert sha256_file(path)[:16] in out

@@ -11,12 +11,12 @@ Sources, in the order they are tried:
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from condu_bench.atomic_io import sha256_file
 from condu_bench.config import ModelConfig
 from condu_bench.errors import UserError
 
@@ -30,14 +30,6 @@ class LoadedModel:
     train_transform: Any
     eval_transform: Any
     info: dict[str, Any] = field(default_factory=dict)  # arch, tag, weights file, sha256, quick_gelu
-
-
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_torchscript_archive(path: Path) -> bool:
@@ -202,7 +194,7 @@ def load_model(cfg: ModelConfig, progress: bool = True) -> LoadedModel:
     if weights is not None:
         state = read_state_dict(weights)
         load_weights_into(model, state, weights)
-        info.update(weights_file=str(weights), weights_sha256=sha256_of(weights))
+        info.update(weights_file=str(weights), weights_sha256=sha256_file(weights))
     model.eval()
     # open_clip's train transform is RandomResizedCrop(scale 0.9-1.0), the MTIL references' augmentation.
     preprocess = PreprocessCfg(**get_model_preprocess_cfg(model))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from condu_bench.atomic_io import atomic_write_text
 from condu_bench.errors import UserError
 from condu_bench.metrics import harmonic_mean
 
@@ -321,10 +322,7 @@ def to_latex(df: pd.DataFrame, decimals: int = 2) -> str:
 
 def to_csv(df: pd.DataFrame, path) -> Path:
     """Full-precision CSV (no rounding: CSV is for machines; rounding happens in the Markdown/LaTeX views)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
-    return path
+    return atomic_write_text(path, df.to_csv(index=False))
 
 
 def write_table(df: pd.DataFrame, stem, formats: Sequence[str], decimals: int = 2) -> list[Path]:
@@ -335,9 +333,9 @@ def write_table(df: pd.DataFrame, stem, formats: Sequence[str], decimals: int = 
     for fmt in formats:
         path = stem.with_name(f"{stem.name}.{fmt}")
         if fmt == "md":
-            path.write_text(to_markdown(df, decimals))
+            atomic_write_text(path, to_markdown(df, decimals))
         elif fmt == "tex":
-            path.write_text(to_latex(df, decimals))
+            atomic_write_text(path, to_latex(df, decimals))
         elif fmt == "csv":
             to_csv(df, path)
         else:
