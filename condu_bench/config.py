@@ -32,6 +32,8 @@ class ModelConfig:
 
     ``pretrained: synthetic`` is the project's own tiny CLIP, pretrained on the synthetic world and cached.
     ``quick_gelu: null`` means automatic: on for OpenAI weights, whose towers were trained with QuickGELU.
+    ``trust_torchscript: true`` allows a TorchScript checkpoint that is not one of OpenAI's released files (loading
+    TorchScript runs code from the file); it changes no result, so it is not part of the config hash.
     """
 
     arch: str = "condu-tiny-vit"
@@ -39,6 +41,7 @@ class ModelConfig:
     checkpoint: str | None = None
     quick_gelu: bool | None = None
     cache_dir: str | None = None
+    trust_torchscript: bool = False
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ def method_run_config(config: RunConfig, method: str, seed: int, method_config: 
     data = to_dict(replace(config, methods=[method], seeds=[seed], method_options={}, progress=True))
     data["method_options"] = {method: to_dict(method_config)}
     data.pop("progress")
-    data.pop("num_workers")  # neither changes results
+    data.pop("num_workers")
+    data["model"].pop("trust_torchscript")  # none of these changes results
     return data
 
 
