@@ -12,7 +12,7 @@ from typing import Any
 from condu_bench import __version__, run_store
 from condu_bench.atomic_io import atomic_write_json, atomic_write_text
 from condu_bench.config import RunConfig, config_hash, from_dict, to_dict
-from condu_bench.errors import UserError
+from condu_bench.errors import UserError, closest
 from condu_bench.registries import METHODS, SCENARIOS
 
 PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "results" / "published"
@@ -107,6 +107,19 @@ def published_rows(scenario: str, protocol: str):
     return pd.read_csv(path) if path is not None else None
 
 
+def check_per_task_keys(config: RunConfig, scenario: Any) -> None:
+    """Every key of ``train.lr_per_task`` / ``train.iterations_per_task`` must name a task the scenario trains on."""
+    tasks = list(dict.fromkeys(t.name for s in scenario.streams for t in s.train))
+    for option in ("lr_per_task", "iterations_per_task"):
+        for key in getattr(config.train, option):
+            if key not in tasks:
+                hint = closest(key, tasks)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise UserError(f"train.{option}: {key!r} is not a task of scenario {scenario.name}{suggestion} "
+                                f"(its tasks: {', '.join(tasks)}); remove the key, or drop every inherited one "
+                                f"with train.{option}={{}}")
+
+
 def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print) -> list[dict[str, Any]]:
     """Run every (seed, method) of ``config`` under ``out``; returns the metrics records (finished ones reused)."""
     import torch
@@ -139,15 +152,16 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
     if not pending:
         return [records[(p[0], p[1])] for p in plans]
 
+    build_scenario = SCENARIOS.get(config.scenario.name)
+    scenarios: dict[int, Any] = {}
+    for seed in dict.fromkeys(p[0] for p in pending):  # all of them before any training: config errors surface now
+        scenarios[seed] = build_scenario(dict(config.scenario.options), seed=seed, data_root=config.data_root)
+        check_per_task_keys(config, scenarios[seed])
     device = pick_device(config.device)
     loaded = load_model(config.model, progress=config.progress)
     model = loaded.model.to(device)
     pretrained_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    build_scenario = SCENARIOS.get(config.scenario.name)
-    scenarios: dict[int, Any] = {}
     for seed, name, run_config, digest, directory, action in pending:
-        if seed not in scenarios:
-            scenarios[seed] = build_scenario(dict(config.scenario.options), seed=seed, data_root=config.data_root)
         scenario = scenarios[seed]
         log(f"[{action}] {name} seed {seed} -> {directory}")
         ctx = RunContext(
