@@ -106,7 +106,8 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     from condu_bench.models.check import check_model, format_checks
 
     if args.arch:
-        models = [ModelConfig(arch=args.arch, pretrained=args.pretrained, checkpoint=args.checkpoint, cache_dir=args.cache_dir)]
+        models = [ModelConfig(arch=args.arch, pretrained=args.pretrained, checkpoint=args.checkpoint, cache_dir=args.cache_dir,
+                              trust_torchscript=args.trust_torchscript)]
     else:
         paths = [resolve_benchmark(c) for c in args.configs] or sorted(BENCHMARKS_DIR.glob("*.yaml"))
         models = list(dict.fromkeys(load_config(p, args.overrides).model for p in paths))  # each model once
@@ -199,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     mcheck.add_argument("--pretrained", help="pretrained tag with --arch (e.g. openai)")
     mcheck.add_argument("--checkpoint", help="local weight file with --arch")
     mcheck.add_argument("--cache-dir", help="Hugging Face cache directory (default: HF_HUB_CACHE)")
+    mcheck.add_argument("--trust-torchscript", action="store_true",
+                        help="with --checkpoint: accept a TorchScript archive that is not an OpenAI release (runs its code)")
     mcheck.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override applied to each config (e.g. --set model.cache_dir=/data/hf)")
     mcheck.set_defaults(func=cmd_models_check)

@@ -32,6 +32,8 @@ class ModelConfig:
 
     ``pretrained: synthetic`` is the project's own tiny CLIP, pretrained on the synthetic world and cached.
     ``quick_gelu: null`` means automatic: on for OpenAI weights, whose towers were trained with QuickGELU.
+    ``trust_torchscript: true`` allows a TorchScript checkpoint that is not one of OpenAI's released files (loading
+    TorchScript runs code from the file); it changes no result, so it is not part of the config hash.
     """
 
     arch: str = "condu-tiny-vit"
@@ -39,6 +41,7 @@ class ModelConfig:
     checkpoint: str | None = None
     quick_gelu: bool | None = None
     cache_dir: str | None = None
+    trust_torchscript: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,10 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def from_dict(cls: type, data: Any, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are :class:`UserError`."""
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are :class:`UserError`.
+
+    A ``ValueError`` from the class's own checks (``__post_init__``) becomes a :class:`UserError` naming ``where``.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -106,7 +112,12 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
         raise UserError(f"{where}: unknown key {key!r}{suggestion} (valid keys: {', '.join(types)})")
     kwargs = {k: coerce(types[k], v, f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except UserError:
+        raise
+    except ValueError as exc:
+        raise UserError(f"{where}: {exc}") from exc
 
 
 def coerce(tp: Any, value: Any, where: str) -> Any:
@@ -177,7 +188,12 @@ def to_dict(obj: Any) -> Any:
 # files and overrides
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a dict, with its ``include`` chain merged in (a file including itself is an error)."""
+    key = Path(path).resolve()
+    if key in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain[_chain.index(key):], key))
+        raise UserError(f"include cycle: {cycle}; remove one of these `include:` lines")
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
@@ -191,7 +207,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     include = data.pop("include", None)
     if include is not None:
         # One YAML file per benchmark variant: `include: base.yaml` then only the keys that differ.
-        base = read_yaml((path.parent / include).resolve())
+        if not isinstance(include, str):
+            raise UserError(f"{path}: `include` must be the name of one YAML file, got {include!r}")
+        base = read_yaml((path.parent / include).resolve(), (*_chain, key))
         data = deep_merge(base, data)
     return data
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from condu_bench import __version__, run_store
+from condu_bench.atomic_io import atomic_write_json, atomic_write_text
 from condu_bench.config import RunConfig, config_hash, from_dict, to_dict
-from condu_bench.errors import UserError
+from condu_bench.errors import UserError, closest
 from condu_bench.registries import METHODS, SCENARIOS
 
 PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "results" / "published"
@@ -34,7 +35,8 @@ def method_run_config(config: RunConfig, method: str, seed: int, method_config: 
     data = to_dict(replace(config, methods=[method], seeds=[seed], method_options={}, progress=True))
     data["method_options"] = {method: to_dict(method_config)}
     data.pop("progress")
-    data.pop("num_workers")  # neither changes results
+    data.pop("num_workers")
+    data["model"].pop("trust_torchscript")  # none of these changes results
     return data
 
 
@@ -74,13 +76,14 @@ def dataset_info(scenario: Any) -> dict[str, Any]:
 
 
 def write_outputs(directory: Path, record: dict[str, Any], results: list[Any], run_config: dict[str, Any]) -> None:
+    """Every result file is written atomically (see :mod:`condu_bench.atomic_io`), ``metrics.json`` last."""
     import yaml
 
     from condu_bench.reporting.matrix_io import write_accuracy_matrix
     from condu_bench.reporting.run_report import write_run_report
 
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
+    atomic_write_text(directory / "config.yaml", yaml.safe_dump(run_config, sort_keys=False))
     published = published_rows(record["scenario"], record["protocol"])
     if record["protocol"] == "mtil":
         (stream,) = results
@@ -91,7 +94,7 @@ def write_outputs(directory: Path, record: dict[str, Any], results: list[Any], r
             name = stream.name.replace("/", "_")
             write_accuracy_matrix(directory / f"accuracy_matrix_{name}.csv", stream.rows, stream.step_names, stream.column_names)
         write_run_report(directory, record, None, None, None, published)
-    run_store.write_json_atomic(directory / run_store.METRICS, record)  # last: its presence means "finished"
+    atomic_write_json(directory / run_store.METRICS, record, default=str)  # last: its presence means "finished"
     run_store.clear_progress(directory)
 
 
@@ -102,6 +105,19 @@ def published_rows(scenario: str, protocol: str):
 
     path = published_csv_for(scenario, protocol, PUBLISHED_DIR) if PUBLISHED_DIR.is_dir() else None
     return pd.read_csv(path) if path is not None else None
+
+
+def check_per_task_keys(config: RunConfig, scenario: Any) -> None:
+    """Every key of ``train.lr_per_task`` / ``train.iterations_per_task`` must name a task the scenario trains on."""
+    tasks = list(dict.fromkeys(t.name for s in scenario.streams for t in s.train))
+    for option in ("lr_per_task", "iterations_per_task"):
+        for key in getattr(config.train, option):
+            if key not in tasks:
+                hint = closest(key, tasks)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise UserError(f"train.{option}: {key!r} is not a task of scenario {scenario.name}{suggestion} "
+                                f"(its tasks: {', '.join(tasks)}); remove the key, or drop every inherited one "
+                                f"with train.{option}={{}}")
 
 
 def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print) -> list[dict[str, Any]]:
@@ -136,15 +152,16 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
     if not pending:
         return [records[(p[0], p[1])] for p in plans]
 
+    build_scenario = SCENARIOS.get(config.scenario.name)
+    scenarios: dict[int, Any] = {}
+    for seed in dict.fromkeys(p[0] for p in pending):  # all of them before any training: config errors surface now
+        scenarios[seed] = build_scenario(dict(config.scenario.options), seed=seed, data_root=config.data_root)
+        check_per_task_keys(config, scenarios[seed])
     device = pick_device(config.device)
     loaded = load_model(config.model, progress=config.progress)
     model = loaded.model.to(device)
     pretrained_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    build_scenario = SCENARIOS.get(config.scenario.name)
-    scenarios: dict[int, Any] = {}
     for seed, name, run_config, digest, directory, action in pending:
-        if seed not in scenarios:
-            scenarios[seed] = build_scenario(dict(config.scenario.options), seed=seed, data_root=config.data_root)
         scenario = scenarios[seed]
         log(f"[{action}] {name} seed {seed} -> {directory}")
         ctx = RunContext(

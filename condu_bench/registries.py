@@ -8,11 +8,15 @@ A plugin package registers more through entry points, e.g. in its pyproject.toml
 
 from __future__ import annotations
 
+# Datasets: one spec each (class names and templates are data under condu_bench/datasets/classnames/). Their registry
+# is created and filled next to the specs, in the catalog, which imports neither torch, PIL nor this module.
+from condu_bench.datasets.catalog import DATASETS
 from condu_bench.registry import Registry
+
+__all__ = ["METHODS", "SCENARIOS", "DATASETS"]
 
 METHODS: Registry = Registry("method", "condu_bench.methods")
 SCENARIOS: Registry = Registry("scenario", "condu_bench.scenarios")
-DATASETS: Registry = Registry("dataset", "condu_bench.datasets")
 
 # Methods: one file each under baselines/ (installed as condu_bench.baselines).
 _B = "condu_bench.baselines"
@@ -33,8 +37,3 @@ SCENARIOS.register_lazy("mtil", "condu_bench.scenarios.real:build_mtil", "MTIL o
 SCENARIOS.register_lazy("base_to_novel", "condu_bench.scenarios.real:build_base_to_novel", "Base-to-novel: 16 shots over all classes, train base, evaluate base and novel (CoOp splits).")
 SCENARIOS.register_lazy("cross_dataset", "condu_bench.scenarios.real:build_cross_dataset", "Train on ImageNet (16 shots), evaluate ImageNet and the other 10 CoOp datasets (Avg-C).")
 SCENARIOS.register_lazy("domain_generalisation", "condu_bench.scenarios.real:build_domain_generalisation", "Train on ImageNet, evaluate ImageNet and -V2/-Sketch/-A/-R (Avg-D).")
-
-# Datasets: one spec each, with class names and templates as data (condu_bench/datasets/classnames/).
-from condu_bench.datasets.catalog import register_builtin_datasets  # noqa: E402 - light: no torch, PIL or numpy
-
-register_builtin_datasets(DATASETS)

@@ -89,3 +89,107 @@ def test_default_benchmark_file_is_valid():
     cfg = load_config(resolve_benchmark(None))
     assert cfg.scenario.name == "synthetic_mtil"
     assert "zeroshot" in cfg.methods and "finetune" in cfg.methods
+
+
+def test_include_cycles_name_the_chain(tmp_path):
+    write(tmp_path, "include: self.yaml\nname: x\n", "self.yaml")
+    with pytest.raises(UserError, match=r"include cycle: .*self\.yaml -> .*self\.yaml"):
+        load_config(tmp_path / "self.yaml")
+    write(tmp_path, "include: b.yaml\n", "a.yaml")
+    write(tmp_path, "include: sub/../a.yaml\n", "b.yaml")  # the same file under another spelling
+    with pytest.raises(UserError, match=r"include cycle: \S*a\.yaml -> \S*b\.yaml -> \S*a\.yaml;"):
+        load_config(write(tmp_path, "include: a.yaml\n", "top.yaml"))
+    (tmp_path / "sub").mkdir()
+    write(tmp_path, "include: [a.yaml]\n", "listed.yaml")
+    with pytest.raises(UserError, match="`include` must be the name of one YAML file"):
+        load_config(tmp_path / "listed.yaml")
+    write(tmp_path, "name: base\n", "base.yaml")
+    write(tmp_path, "include: base.yaml\n", "one.yaml")
+    write(tmp_path, "include: base.yaml\n", "two.yaml")  # a diamond is not a cycle
+    assert load_config(write(tmp_path, "include: one.yaml\n", "top2.yaml")).name == "base"
+
+
+def test_method_config_value_errors_name_the_option():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Config:
+        alpha: float = 0.5
+
+        def __post_init__(self):
+            if not 0.0 <= self.alpha <= 1.0:
+                raise ValueError(f"alpha must be within [0, 1], not {self.alpha}")
+
+    assert from_dict(Config, {"alpha": 1}, "method_options.mine").alpha == 1.0
+    with pytest.raises(UserError, match=r"^method_options\.mine: alpha must be within \[0, 1\], not 2\.0$"):
+        from_dict(Config, {"alpha": 2}, "method_options.mine")
+
+
+def micro_config(*extra):
+    from helpers import micro_overrides
+
+    return load_config(None, micro_overrides("finetune") + list(extra))
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    from condu_bench.training import runner
+
+    def train_task(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(runner, "train_task", train_task)
+
+
+def test_method_option_checks_stop_a_run_before_training(tmp_path, no_training):
+    from dataclasses import dataclass
+
+    from condu_bench.experiment import run_experiment
+    from condu_bench.method import BaseMethod
+    from condu_bench.registries import METHODS
+
+    class Checked(BaseMethod):
+        name = "test_checked"
+
+        @dataclass(frozen=True)
+        class Config:
+            alpha: float = 0.5
+
+            def __post_init__(self):
+                if self.alpha > 1:
+                    raise ValueError("alpha must be at most 1")
+
+    METHODS.register("test_checked")(Checked)
+    try:
+        config = micro_config("methods=test_checked", "method_options.test_checked.alpha=3")
+        with pytest.raises(UserError, match=r"method_options\.test_checked: alpha must be at most 1"):
+            run_experiment(config, tmp_path, log=lambda *_: None)
+    finally:
+        METHODS._entries.pop("test_checked")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr_per_task.colors=0.001", r"train\.lr_per_task: 'colors' is not a task of scenario synthetic_mtil; "
+                                       r"did you mean 'colours'\? \(its tasks: shapes, colours, counts\)"),
+    ("train.iterations_per_task.Shapes=5", r"train\.iterations_per_task: 'Shapes' is not a task .*did you mean 'shapes'"),
+])
+def test_per_task_keys_must_be_tasks_of_the_scenario(tmp_path, no_training, override, message):
+    from condu_bench.experiment import run_experiment
+
+    with pytest.raises(UserError, match=message):
+        run_experiment(micro_config(override), tmp_path, log=lambda *_: None)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_inherited_per_task_keys_can_be_dropped(tmp_path):
+    config = micro_config("train.lr_per_task.Aircraft=0.001", "train.lr_per_task={}")
+    assert config.train.lr_per_task == {}
+
+
+def test_per_task_keys_that_name_tasks_are_accepted():
+    from condu_bench.experiment import check_per_task_keys
+    from condu_bench.registries import SCENARIOS
+
+    config = micro_config("train.lr_per_task.colours=0.001", "train.iterations_per_task.counts=2")
+    scenario = SCENARIOS.get("synthetic_mtil")(dict(config.scenario.options), seed=0)
+    check_per_task_keys(config, scenario)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from condu_bench.atomic_io import sha256_file
 from condu_bench.config import ModelConfig
 from condu_bench.errors import UnknownNameError, UserError
 from condu_bench.models import loading
@@ -39,7 +40,7 @@ def test_safetensors_roundtrip(tmp_path, reference):
     save_file(reference, str(path))
     loaded = reload(path)
     assert_identical(loaded.model.state_dict(), reference)
-    assert loaded.info["weights_sha256"] == loading.sha256_of(path) and len(loaded.info["weights_sha256"]) == 64
+    assert loaded.info["weights_sha256"] == sha256_file(path) and len(loaded.info["weights_sha256"]) == 64
 
 
 @pytest.mark.parametrize("suffix, wrap", [(".bin", "plain"), (".pt", "state_dict"), (".pth", "module")])
@@ -61,9 +62,82 @@ def test_torchscript_archive_roundtrip_uses_quickgelu(tmp_path, reference):
     traced = torch.jit.trace(model, (torch.randn(2, 3, 32, 32), tokens), strict=False)
     path = tmp_path / "openai-style.pt"
     traced.save(str(path))
-    loaded = reload(path)
+    loaded = reload(path, trust_torchscript=True)  # not an OpenAI release: loaded only when trusted
     assert loaded.info["quick_gelu"] is True  # OpenAI archives were trained with QuickGELU
     assert_identical(loaded.model.state_dict(), reference)
+
+
+class Scripted(torch.nn.Module):
+    """A scripted module that is not a CLIP: its archive holds code that torch.jit.load would run."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return x * self.weight
+
+
+@pytest.fixture
+def scripted_archive(tmp_path):
+    path = tmp_path / "scripted.pt"
+    torch.jit.script(Scripted()).save(str(path))
+    return path
+
+
+def test_unknown_torchscript_is_refused_unless_trusted(scripted_archive, monkeypatch):
+    jit_loads = []
+    real_load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: (jit_loads.append(a), real_load(*a, **k))[1])
+    assert loading.is_torchscript_archive(scripted_archive)
+    digest = sha256_file(scripted_archive)
+    with pytest.raises(UserError, match=rf"TorchScript archive whose SHA-256 \({digest}\) is not one of OpenAI's.*"
+                                        "model.trust_torchscript=true"):
+        reload(scripted_archive)
+    assert jit_loads == []  # refused before any of its code could run
+    assert set(loading.read_state_dict(scripted_archive, trust_torchscript=True)) == {"weight"}
+    assert len(jit_loads) == 1
+
+
+def test_openai_release_hashes_come_from_open_clip(scripted_archive, monkeypatch):
+    known = loading.openai_release_sha256s()
+    # https://openaipublic.azureedge.net/clip/models/<sha256>/ViT-B-16.pt, as open_clip lists it
+    assert "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f" in known
+    assert len(known) >= 9 and all(len(h) == 64 for h in known)
+    digest = sha256_file(scripted_archive)
+    monkeypatch.setattr(loading, "openai_release_sha256s", lambda: known | {digest})
+    assert set(loading.read_state_dict(scripted_archive)) == {"weight"}  # a known release needs no opt-in
+
+
+def test_models_check_refuses_unknown_torchscript(scripted_archive, capsys):
+    from condu_bench.cli import main
+
+    args = ["models", "check", "--arch", MICRO, "--checkpoint", str(scripted_archive)]
+    assert main(args) == 1 and "model.trust_torchscript=true" in capsys.readouterr().out
+    assert main([*args, "--trust-torchscript"]) == 0
+
+
+def test_trusting_torchscript_does_not_change_the_config_hash():
+    from condu_bench.config import RunConfig, config_hash
+    from condu_bench.experiment import method_run_config
+
+    plain, trusted = RunConfig(), RunConfig(model=ModelConfig(trust_torchscript=True))
+    assert config_hash(method_run_config(plain, "finetune", 0, None)) == config_hash(method_run_config(trusted, "finetune", 0, None))
+
+
+def test_unreadable_files_are_user_errors_but_os_errors_propagate(tmp_path, monkeypatch):
+    for name, data, match in [("empty.pt", b"", "weights_only=True"), ("junk.pt", b"hello world" * 3, "weights_only=True"),
+                              ("junk.safetensors", b"\x00" * 16, "not a readable safetensors file")]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UserError, match=match):
+            loading.read_state_dict(tmp_path / name)
+
+    def denied(*args, **kwargs):
+        raise PermissionError("permission denied")
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(PermissionError):  # not disguised as a bad file
+        loading.read_state_dict(tmp_path / "empty.pt")
 
 
 def test_pickled_objects_are_refused(tmp_path, reference):
@@ -163,4 +237,4 @@ def test_models_check_command(tmp_path, reference, monkeypatch, capsys):
     assert main(["models", "check", "--arch", "ViT-B-16", "--pretrained", "openai", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("ok      ViT-B-16/openai") and str(path) in out and "QuickGELU" in out
-    assert loading.sha256_of(path)[:16] in out
+    assert sha256_file(path)[:16] in out

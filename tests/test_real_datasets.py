@@ -298,3 +298,20 @@ def test_truncated_image_is_named_or_skipped(tmp_path):
     (result,) = check_datasets(tmp_path, "coop", ["EuroSAT"], decode=True)
     assert result.status == "malformed" and "cannot be decoded" in result.message
     assert check_datasets(tmp_path, "coop", ["EuroSAT"])[0].ok  # without decoding, only existence is checked
+
+
+def test_check_reports_unreadable_contents_but_lets_permission_errors_through(tmp_path, monkeypatch):
+    from condu_bench.datasets import loading
+    from condu_bench.datasets.check import check_one
+
+    def fail_with(exc):
+        def load(*args, **kwargs):
+            raise exc
+        return load
+
+    monkeypatch.setattr(loading, "load_listing", fail_with(OSError("not a MATLAB file")))
+    result = check_one(get_spec("Flowers102"), tmp_path, "zscl")
+    assert result.status == "malformed" and "not a MATLAB file" in result.message
+    monkeypatch.setattr(loading, "load_listing", fail_with(PermissionError(13, "Permission denied")))
+    with pytest.raises(PermissionError):
+        check_one(get_spec("Flowers102"), tmp_path, "zscl")

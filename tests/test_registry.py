@@ -91,3 +91,45 @@ def test_builtin_registries_list_without_importing_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert {"zeroshot", "finetune", "wise_ft", "synthetic_mtil"} <= set(out.strip().split(","))
+
+
+def imported_modules(path):
+    """Every module a file imports, at the top or inside functions."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_dataset_catalog_does_not_import_the_registries_module():
+    """registries -> catalog only: the catalog owns DATASETS, so it needs nothing from registries."""
+    import subprocess
+    from pathlib import Path
+
+    import condu_bench.datasets.catalog as catalog
+    import condu_bench.registries as registries
+
+    assert "condu_bench.registries" not in imported_modules(Path(catalog.__file__))
+    assert "condu_bench.datasets.catalog" in imported_modules(Path(registries.__file__))
+    assert registries.DATASETS is catalog.DATASETS
+    code = ("import sys, condu_bench.datasets.catalog as c; print(len(c.DATASETS.names()), c.get_spec('flowers').name, "
+            "'condu_bench.registries' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["17", "Flowers102", "False"]
+
+
+def test_get_spec_still_sees_datasets_registered_by_plugins():
+    from condu_bench.datasets.catalog import get_spec
+    from condu_bench.registries import DATASETS
+
+    plugin_spec = SimpleNamespace(name="my_plugin_dataset")
+    DATASETS.register("my_plugin_dataset", "a plugin's dataset")(plugin_spec)
+    try:
+        assert get_spec("my_plugin_dataset") is plugin_spec
+    finally:
+        DATASETS._entries.pop("my_plugin_dataset")

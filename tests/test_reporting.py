@@ -319,3 +319,21 @@ def test_published_tables_only_for_the_protocols_papers_measured(tmp_path):
     assert published_csv_for("base_to_novel", "base_to_novel", published).name == "b2n_average.csv"
     for scenario in ("synthetic_mtil", "mtil_custom", "mtil_orderI_agnostic", "mtil_orderI_coopsplits"):
         assert published_csv_for(scenario, "mtil", published) is None, scenario
+
+
+@pytest.mark.parametrize("scenario, expected", [
+    ("mtil_orderI", "mtil_order1.csv"),
+    ("mtil_orderII", "mtil_order2.csv"),
+    ("mtil_orderI_fewshot", "mtil_fewshot.csv"),
+    ("mtil_orderII_fewshot", None),  # the few-shot table is order I; never the full-data order-II table
+    ("mtil_orderII_fewshot_agnostic", None),
+    ("mtil_orderI_fewshot_coopsplits", None),
+    ("mtil_order2", "mtil_order2.csv"),
+])
+def test_published_table_of_each_mtil_scenario_name(scenario, expected):
+    from condu_bench.reporting.tables import published_csv_for
+
+    published = Path(__file__).resolve().parents[1] / "results" / "published"
+    found = published_csv_for(scenario, "mtil", published)
+    assert (found.name if found is not None else None) == expected
+

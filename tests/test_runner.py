@@ -158,3 +158,34 @@ def test_interrupted_run_resumes_with_identical_results(tmp_path):
         assert resumed["per_dataset"] == fresh["per_dataset"]
     finally:
         METHODS._entries.pop("test_interrupt")
+
+
+def test_crash_between_checkpoint_writes_resumes_from_the_last_consistent_pair(first_run, tmp_path, monkeypatch):
+    from condu_bench import run_store
+    from condu_bench.training import runner
+
+    class Crash(Exception):
+        pass
+
+    writes = []
+    real_write = run_store.atomic_write_json
+
+    def crash_on_second_progress(path, *args, **kwargs):
+        writes.append(path)
+        if len(writes) == 2:  # the checkpoint after task 2: its tensors are already on disk
+            raise Crash
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(run_store, "atomic_write_json", crash_on_second_progress)
+    with pytest.raises(Crash):
+        run(tmp_path, methods="finetune")
+    monkeypatch.setattr(run_store, "atomic_write_json", real_write)
+    ckpt = tmp_path / "out" / "finetune" / "seed0" / "checkpoint"
+    assert len(list(ckpt.glob("state-*.safetensors"))) == 2
+    trained = []
+    real_train = runner.train_task
+    monkeypatch.setattr(runner, "train_task", lambda method, info, *a, **k: (trained.append(info.data.name), real_train(method, info, *a, **k)))
+    resumed = run(tmp_path, methods="finetune")[0]
+    assert trained == ["colours", "counts"]  # from the pair saved after task 1, not the orphan tensors of task 2
+    assert resumed["per_dataset"] == first_run[1]["finetune"]["per_dataset"]  # ends where an uninterrupted run ends
+    assert not ckpt.exists()

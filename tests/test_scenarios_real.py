@@ -128,3 +128,14 @@ def test_skip_corrupt_is_recorded(tmp_path):
     skipped = {**task.info["skipped"].get("train", {}), **task.info["skipped"].get("test", {})}
     assert skipped["count"] == 1 and skipped["files"][0].endswith("Forest/Forest_2.jpg")
     assert len(task.train) + len(task.test) == 39
+
+
+@pytest.mark.parametrize("order, shots, table", [("I", None, "mtil_order1.csv"), ("II", None, "mtil_order2.csv"),
+                                                 ("I", 2, "mtil_fewshot.csv"), ("II", 2, None)])
+def test_each_mtil_scenario_is_shown_next_to_its_own_published_table(zscl_tree, tmp_path, order, shots, table):
+    from condu_bench.reporting.tables import published_csv_for
+
+    root, _ = zscl_tree
+    scenario = build_mtil({"order": order, "shots": shots, "fewshot_cache": str(tmp_path)}, seed=0, data_root=root)
+    found = published_csv_for(scenario.name, scenario.protocol, Path(__file__).resolve().parents[1] / "results" / "published")
+    assert (found.name if found is not None else None) == table, scenario.name

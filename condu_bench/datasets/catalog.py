@@ -1,8 +1,11 @@
-"""The built-in real datasets: one :class:`DatasetSpec` each, and their registration in ``DATASETS``.
+"""The built-in real datasets: one :class:`DatasetSpec` each, and the ``DATASETS`` registry that lists them.
 
 Every spec is data: folders, required files, the official archive, the split convention and the class
 count per layout. Class names and templates are in ``classnames/<file>.json``. Importing this module imports
 neither torch nor PIL (the readers are named as ``"module:function"`` strings).
+
+``DATASETS`` is created here, next to the specs it lists, and re-exported by :mod:`condu_bench.registries`; this
+module never imports ``registries`` (the dependency goes one way only).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from condu_bench.datasets.spec import DatasetSpec, LayoutSpec
+from condu_bench.registry import Registry
 
 Z = "condu_bench.datasets.zscl_layout"
 C = "condu_bench.datasets.coop_layout"
@@ -248,6 +252,11 @@ def register_builtin_datasets(registry: Any) -> None:
             registry.register_lazy(spec.name, f"{__name__}:SPECS.{spec.name}", f"{spec.description} [{layouts}]")
 
 
+# Built-in specs first; plugin packages add more through the entry-point group condu_bench.datasets.
+DATASETS: Registry = Registry("dataset", "condu_bench.datasets")
+register_builtin_datasets(DATASETS)
+
+
 def _norm(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
@@ -262,7 +271,4 @@ def canonical_name(name: str) -> str:
 
 def get_spec(name: str) -> DatasetSpec:
     """A dataset's spec by name or alias, through the ``DATASETS`` registry (did-you-mean errors for unknown names)."""
-    from condu_bench.registries import DATASETS
-
-    register_builtin_datasets(DATASETS)  # no-op once the lead's registries.py does it
     return DATASETS.get(canonical_name(name))

@@ -52,6 +52,8 @@ def check_one(spec, root: Path, layout: str, decode: bool = False) -> CheckResul
         listing = load_listing(spec, root, layout)
     except DataLayoutError as exc:
         return CheckResult(spec.name, layout, exc.kind, str(exc), exc.path, problems=exc.problems)
+    except PermissionError:
+        raise  # the data root is not readable by this user: not a property of the dataset, so not a check result
     except (OSError, ValueError, KeyError) as exc:  # unreadable .mat / pickle / json contents
         return CheckResult(spec.name, layout, "malformed", f"{spec.name}: cannot read the files under {root}: {exc}")
     problems, where = [], []

@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from condu_bench.atomic_io import atomic_write_json
 from condu_bench.errors import UserError
 
 FORMAT = 1
@@ -94,10 +95,7 @@ def fewshot_splits(splits: dict[str, Any], dataset: str, layout: str, shots: int
         for s in names:
             keys, targets = splits[s].keys(), splits[s].targets
             record[s] = [[keys[i], targets[i]] for i in indices[s]]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(record, indent=0))
-        os.replace(tmp, path)  # atomic: a concurrent run reads either nothing or the whole draw
+        atomic_write_json(path, record, indent=0)  # a concurrent run reads either nothing or the whole draw
         info.update(cache=str(path), cache_reused=False)
     return {s: splits[s].subset(indices[s]) for s in names}, info
 

@@ -22,7 +22,8 @@ def describe(cfg: ModelConfig) -> str:
 
 def check_model(cfg: ModelConfig) -> ModelCheck:
     """Resolve the weight file (cache or local path) and hash it; never downloads, never pretrains."""
-    from condu_bench.models.loading import find_in_hf_cache, sha256_of, uses_quick_gelu
+    from condu_bench.atomic_io import sha256_file
+    from condu_bench.models.loading import find_in_hf_cache, is_torchscript_archive, torchscript_refusal, uses_quick_gelu
 
     label = describe(cfg)
     try:
@@ -44,8 +45,12 @@ def check_model(cfg: ModelConfig) -> ModelCheck:
     except UserError as exc:
         return ModelCheck(label, False, str(exc))
     size_mb = path.stat().st_size / 2**20
+    digest = sha256_file(path)
+    refusal = torchscript_refusal(path, digest, cfg.trust_torchscript) if is_torchscript_archive(path) else None
+    if refusal:
+        return ModelCheck(label, False, refusal)
     gelu = "QuickGELU" if uses_quick_gelu(cfg, path) else "GELU"
-    return ModelCheck(label, True, f"{path} ({size_mb:.1f} MiB, sha256 {sha256_of(path)[:16]}…, {gelu})")
+    return ModelCheck(label, True, f"{path} ({size_mb:.1f} MiB, sha256 {digest[:16]}…, {gelu})")
 
 
 def format_checks(checks: list[ModelCheck]) -> str:

@@ -2,8 +2,10 @@
 
 Sources, in the order they are tried:
 - ``checkpoint``: a local ``.safetensors``, a ``.bin``/``.pt``/``.pth`` state dict (``torch.load`` with
-  ``weights_only=True``: no pickle code runs), or an OpenAI TorchScript archive (read with ``torch.jit.load``,
-  which executes no pickle code, then rebuilt as an open_clip model with QuickGELU).
+  ``weights_only=True``: no pickle code runs), or an OpenAI TorchScript archive (rebuilt as an open_clip model with
+  QuickGELU). ``torch.jit.load`` runs the TorchScript code stored in the archive, so an archive is only loaded when its
+  SHA-256 is one of OpenAI's released CLIP checkpoints (the hashes in open_clip's download URLs) or the config says
+  ``model.trust_torchscript: true``.
 - ``pretrained: synthetic``: the project's tiny CLIP, pretrained on the synthetic world and cached.
 - any other tag: open_clip's pretrained table gives the Hugging Face repo and file; the file is looked up in the
   local Hugging Face cache only. A missing file is a :class:`UserError` naming it and how to get it.
@@ -11,12 +13,15 @@ Sources, in the order they are tried:
 
 from __future__ import annotations
 
-import hashlib
+import functools
+import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from condu_bench.atomic_io import sha256_file
 from condu_bench.config import ModelConfig
 from condu_bench.errors import UserError
 
@@ -32,14 +37,6 @@ class LoadedModel:
     info: dict[str, Any] = field(default_factory=dict)  # arch, tag, weights file, sha256, quick_gelu
 
 
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def is_torchscript_archive(path: Path) -> bool:
     """OpenAI's released .pt files are TorchScript zips (they hold ``code/`` and ``constants.pkl``)."""
     if not zipfile.is_zipfile(path):
@@ -47,6 +44,32 @@ def is_torchscript_archive(path: Path) -> bool:
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     return any(n.endswith("constants.pkl") or "/code/" in n for n in names)
+
+
+@functools.lru_cache(maxsize=1)
+def openai_release_sha256s() -> frozenset[str]:
+    """SHA-256 of every OpenAI CLIP release open_clip knows: its URLs carry the hash as a path component."""
+    import open_clip
+
+    pattern = re.compile(r"//openaipublic\.azureedge\.net/clip/models/([0-9a-f]{64})/")
+    found = set()
+    for arch, tag in open_clip.list_pretrained():
+        match = pattern.search(open_clip.get_pretrained_cfg(arch, tag).get("url") or "")
+        if match:
+            found.add(match.group(1))
+    return frozenset(found)
+
+
+def torchscript_refusal(path: Path, sha256: str, trust: bool) -> str | None:
+    """Why the TorchScript archive ``path`` must not be loaded, or None when it may be."""
+    if trust or sha256 in openai_release_sha256s():
+        return None
+    return (
+        f"{path} is a TorchScript archive whose SHA-256 ({sha256}) is not one of OpenAI's released CLIP checkpoints; "
+        "loading TorchScript runs the code stored in the file, so it is not loaded. Convert it to a .safetensors file "
+        "or a state dict of tensors (these load without running code), or, if you trust where it comes from, "
+        "set model.trust_torchscript=true"
+    )
 
 
 def uses_quick_gelu(cfg: ModelConfig, weights: Path | None) -> bool:
@@ -120,19 +143,29 @@ def resolve_weights(cfg: ModelConfig, progress: bool = True) -> Path | None:
     return find_in_hf_cache(cfg.arch, cfg.pretrained, cfg.cache_dir)
 
 
-def read_state_dict(path: Path) -> dict[str, Any]:
-    """Tensors of a weight file, loaded without running pickle code."""
+def read_state_dict(path: Path, trust_torchscript: bool = False, sha256: str | None = None) -> dict[str, Any]:
+    """Tensors of a weight file, loaded without running pickle code (TorchScript only when known or trusted).
+
+    ``sha256`` is the file's hash when the caller already has it.
+    """
     import torch
 
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path), device="cpu")
-        except Exception as exc:  # safetensors raises its own error types
+        except SafetensorError as exc:
             raise UserError(f"{path}: not a readable safetensors file ({exc})") from exc
     if is_torchscript_archive(path):
-        module = torch.jit.load(str(path), map_location="cpu")
+        refusal = torchscript_refusal(path, sha256 or sha256_file(path), trust_torchscript)
+        if refusal:
+            raise UserError(refusal)
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as exc:  # torch reports a damaged or foreign archive as RuntimeError
+            raise UserError(f"{path}: not a readable TorchScript archive ({exc})") from exc
         state = dict(module.state_dict())
         for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
             state.pop(key, None)  # metadata buffers of OpenAI's archives; open_clip rebuilds the causal mask
@@ -141,7 +174,8 @@ def read_state_dict(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: unsupported weight file type {path.suffix!r} (use .safetensors, .bin, .pt or .pth)")
     try:
         checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
+    # what torch.load raises for refused pickles, damaged zips and non-checkpoint files (OSError and MemoryError pass)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError) as exc:
         raise UserError(
             f"{path}: cannot be read as a plain state dict with weights_only=True ({exc}). "
             "Pickled objects are never loaded; convert the file to .safetensors or a state dict of tensors."
@@ -200,9 +234,10 @@ def load_model(cfg: ModelConfig, progress: bool = True) -> LoadedModel:
     model = create_model(cfg, quick_gelu)
     info: dict[str, Any] = {"arch": cfg.arch, "pretrained": cfg.pretrained, "quick_gelu": quick_gelu}
     if weights is not None:
-        state = read_state_dict(weights)
+        digest = sha256_file(weights)
+        state = read_state_dict(weights, cfg.trust_torchscript, digest)
         load_weights_into(model, state, weights)
-        info.update(weights_file=str(weights), weights_sha256=sha256_of(weights))
+        info.update(weights_file=str(weights), weights_sha256=digest)
     model.eval()
     # open_clip's train transform is RandomResizedCrop(scale 0.9-1.0), the MTIL references' augmentation.
     preprocess = PreprocessCfg(**get_model_preprocess_cfg(model))

@@ -6,12 +6,14 @@ Plain ``csv`` rather than pandas so that a malformed file yields a precise messa
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from condu_bench.atomic_io import atomic_write_text
 from condu_bench.errors import UserError
 
 
@@ -25,14 +27,12 @@ def write_accuracy_matrix(path, matrix, step_names: Sequence[str], column_names:
         raise ValueError(
             f"matrix shape {a.shape} does not match {len(step_names)} step names × {len(column_names)} column names"
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", *column_names])
-        for name, row in zip(step_names, a):
-            w.writerow([name, *(repr(float(v)) for v in row)])  # repr: exact float round trip
-    return path
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["step", *column_names])
+    for name, row in zip(step_names, a):
+        w.writerow([name, *(repr(float(v)) for v in row)])  # repr: exact float round trip
+    return atomic_write_text(path, text.getvalue())
 
 
 def read_accuracy_matrix(path) -> tuple[np.ndarray, list[str], list[str]]:

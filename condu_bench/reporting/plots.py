@@ -3,10 +3,13 @@ package stays cheap and never changes the backend of an interactive session that
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from condu_bench.atomic_io import atomic_write_bytes
 
 
 def _pyplot():
@@ -16,6 +19,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path) -> Path:
+    """The figure as a file whose format follows the suffix (PNG by default), written atomically."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=120, format=path.suffix.lstrip(".") or "png")
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_accuracy_matrix(matrix, step_names: Sequence[str], column_names: Sequence[str], path, title: str = "") -> Path:
@@ -41,12 +52,9 @@ def plot_accuracy_matrix(matrix, step_names: Sequence[str], column_names: Sequen
                 ax.text(i, j, f"{a[j, i]:.1f}", ha="center", va="center", fontsize=7,
                         color="black" if a[j, i] > 60 else "white")
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        return _save(fig, path)
     finally:
         plt.close(fig)  # long benchmark sessions write many figures
-    return path
 
 
 def plot_metric_bars(leaderboard_df, path, metrics: Sequence[str] = ("transfer", "avg", "last")) -> Path:
@@ -69,9 +77,6 @@ def plot_metric_bars(leaderboard_df, path, metrics: Sequence[str] = ("transfer",
         ax.set_ylabel("accuracy (%)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the bars
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        return _save(fig, path)
     finally:
         plt.close(fig)
-    return path

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from condu_bench.atomic_io import atomic_write_text
 from condu_bench.reporting.plots import plot_accuracy_matrix, plot_metric_bars
 from condu_bench.reporting.tables import (
     PER_DATASET_METRICS,
@@ -71,9 +72,7 @@ def write_run_report(run_dir, metrics: Mapping, matrix, step_names: Sequence[str
         rows = published_rows[published_rows["method"] == paper]
         cols = ["method", *(m for m in headline if m in rows), *(c for c in ("source",) if c in rows)]
         out.append(to_markdown(rows[cols].reset_index(drop=True), dec))
-    path = run_dir / "report.md"
-    path.write_text("\n".join(out).rstrip() + "\n")
-    return path
+    return atomic_write_text(run_dir / "report.md", "\n".join(out).rstrip() + "\n")
 
 
 def write_leaderboard(out_dir, metrics_list: Sequence[Mapping]) -> str:
@@ -82,7 +81,7 @@ def write_leaderboard(out_dir, metrics_list: Sequence[Mapping]) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     if not metrics_list:
         text = "No runs.\n"
-        (out_dir / "leaderboard.md").write_text(text)
+        atomic_write_text(out_dir / "leaderboard.md", text)
         to_csv(pd.DataFrame(columns=["protocol", "scenario", "method", "n_seeds"]), out_dir / "leaderboard.csv")
         return text
     df = results_frame(list(metrics_list))
@@ -99,6 +98,6 @@ def write_leaderboard(out_dir, metrics_list: Sequence[Mapping]) -> str:
         name = "leaderboard.png" if len(protocols) == 1 else f"leaderboard_{protocol}.png"
         plot_metric_bars(board, out_dir / name, PROTOCOL_METRICS[protocol])
         figures.append(f"![{protocol} leaderboard]({name})")
-    (out_dir / "leaderboard.md").write_text(text + "\n\n" + "\n".join(figures) + "\n")
+    atomic_write_text(out_dir / "leaderboard.md", text + "\n\n" + "\n".join(figures) + "\n")
     to_csv(pd.concat(boards, ignore_index=True), out_dir / "leaderboard.csv")
     return text

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from condu_bench.atomic_io import atomic_write_text
 from condu_bench.errors import UserError
 from condu_bench.metrics import harmonic_mean
 
@@ -59,12 +60,16 @@ METHOD_ALIASES: dict[str, tuple[str, ...]] = {
     "kgcoop_mergetune": ("KgCoOp+MergeTune",),
 }
 
-# (protocol, words any of which the scenario name must contain, published file); first match wins.
+# Scenario names are matched word by word (``mtil_orderII_fewshot`` -> mtil, orderii, fewshot), never by substring:
+# "orderi" is part of "orderii". A name with any NOT_PUBLISHED word has no published table.
 NOT_PUBLISHED: tuple[str, ...] = ("synthetic", "custom", "agnostic", "coopsplits")
-PUBLISHED_TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("mtil", ("order2", "orderii"), "mtil_order2.csv"),
-    ("mtil", ("fewshot",), "mtil_fewshot.csv"),
-    ("mtil", (), "mtil_order1.csv"),
+WORD_ALIASES: dict[str, str] = {"order1": "orderi", "order2": "orderii"}
+# (protocol, words the scenario name must all contain, published file or None); first match wins.
+PUBLISHED_TABLES: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
+    ("mtil", ("fewshot", "orderi"), "mtil_fewshot.csv"),  # few-shot MTIL was published for order I only,
+    ("mtil", ("fewshot",), None),  # so few-shot order II is never shown beside a full-data table
+    ("mtil", ("orderii",), "mtil_order2.csv"),
+    ("mtil", ("orderi",), "mtil_order1.csv"),
     ("base_to_novel", (), "b2n_average.csv"),
 )
 PUBLISHED_PER_DATASET: dict[str, str] = {"mtil_order1.csv": "mtil_order1_per_dataset.csv",
@@ -263,13 +268,13 @@ def _with_published_per_dataset(out: pd.DataFrame, datasets: list[str], metric: 
 
 def published_csv_for(scenario: str, protocol: str, published_dir) -> Path | None:
     """The published table a scenario should be shown next to (see PUBLISHED_TABLES), if any."""
-    key = normalise_name(scenario)
-    if any(word in key for word in NOT_PUBLISHED):
+    words = {WORD_ALIASES.get(w, w) for w in re.split(r"[^0-9a-z]+", str(scenario).lower()) if w}
+    if words & set(NOT_PUBLISHED):
         return None  # the synthetic world, custom orders, other splits: no paper measured these
-    for proto, words, filename in PUBLISHED_TABLES:
-        if proto == protocol and (not words or any(w in key for w in words)):
-            path = Path(published_dir) / filename
-            return path if path.is_file() else None
+    for proto, required, filename in PUBLISHED_TABLES:
+        if proto == protocol and words.issuperset(required):
+            path = Path(published_dir) / filename if filename else None
+            return path if path is not None and path.is_file() else None
     return None
 
 
@@ -321,10 +326,7 @@ def to_latex(df: pd.DataFrame, decimals: int = 2) -> str:
 
 def to_csv(df: pd.DataFrame, path) -> Path:
     """Full-precision CSV (no rounding: CSV is for machines; rounding happens in the Markdown/LaTeX views)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
-    return path
+    return atomic_write_text(path, df.to_csv(index=False))
 
 
 def write_table(df: pd.DataFrame, stem, formats: Sequence[str], decimals: int = 2) -> list[Path]:
@@ -335,9 +337,9 @@ def write_table(df: pd.DataFrame, stem, formats: Sequence[str], decimals: int = 
     for fmt in formats:
         path = stem.with_name(f"{stem.name}.{fmt}")
         if fmt == "md":
-            path.write_text(to_markdown(df, decimals))
+            atomic_write_text(path, to_markdown(df, decimals))
         elif fmt == "tex":
-            path.write_text(to_latex(df, decimals))
+            atomic_write_text(path, to_latex(df, decimals))
         elif fmt == "csv":
             to_csv(df, path)
         else:

@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from condu_bench.atomic_io import atomic_write_bytes, atomic_write_json, sha256_file
 
 from .domains import DOMAIN_NAMES, GENERATOR_VERSION, make_caption_dataset, make_domain_split
 
@@ -140,34 +141,6 @@ def zero_shot_accuracy(model, tokenizer, dataset, batch_size: int = 500) -> floa
     return correct / len(y)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
@@ -272,7 +245,7 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
 
         state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         blob = save_bytes(state, metadata={"arch": cfg.arch, "fingerprint": cfg.fingerprint()})
-        _atomic_write_bytes(out_path, blob)
+        atomic_write_bytes(out_path, blob)
         sidecar = {
             "format": SIDECAR_FORMAT,
             "arch": cfg.arch,
@@ -283,7 +256,7 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
             "metrics": metrics,
             "torch_version": torch.__version__,
         }
-        _atomic_write_bytes(_sidecar(out_path), (json.dumps(sidecar, indent=2) + "\n").encode())
+        atomic_write_json(_sidecar(out_path), sidecar)
         BUILD_COUNT += 1
         return out_path
     finally:
@@ -319,7 +292,7 @@ def _cache_problem(cfg: PretrainConfig, weights: Path, sidecar: Path) -> str | N
     if meta.get("format") != SIDECAR_FORMAT:
         return "sidecar format mismatch"
     try:
-        digest = _sha256(weights)
+        digest = sha256_file(weights)
     except OSError as e:
         return f"weights unreadable ({e.__class__.__name__})"
     if digest != meta.get("sha256"):

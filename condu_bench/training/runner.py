@@ -102,7 +102,7 @@ class MethodRun:
         method.setup(ctx)
         result = results[s_index]
         if progress is not None:
-            tensors = run_store.load_progress_tensors(self.directory)
+            tensors = run_store.load_progress_tensors(self.directory, progress)
             ctx.model.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")})
             method.load_state_dict(join_method_state(tensors, progress["method_state"]))
             ctx.tasks_seen = list(stream.train[:done])
