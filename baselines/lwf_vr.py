@@ -1,8 +1,14 @@
-"""LwF-VR (Ding et al., 2022): LwF whose distillation classes are random words of the text vocabulary.
+"""LwF-VR (Ding et al., 2022) as ZSCL's released scripts run it (``mtil/scripts/lwf_vr.sh``).
 
-Instead of the earlier datasets' classes, every step draws ``words_per_step`` whole words from the tokenizer's
-vocabulary; the previous model (frozen when the task starts) and the student both score the current images
-against those words, and the student matches the teacher's softened distribution (KL at T, scaled by T^2).
+Reference: ``Thunderbeee/ZSCL``, ``mtil/src/models/finetune.py`` with ``--ref-sentences random``, whose texts
+come from ``virtual_vocab`` in ``mtil/src/models/helpers.py``. Everything is LwF (:mod:`.lwf`: teacher = the
+task-start model, the current task's images through the eval transform, two-way distillation at T = 2) except
+the texts: 1000 sequences of 10 token ids drawn uniformly from the whole vocabulary (start and end tokens
+around them, no template), drawn once per task and encoded once by the teacher.
+
+Deviations: the draw uses a generator derived from (run seed, task) rather than the global seed, so each task
+gets its own sequences (the reference, reseeding identically, probably repeats one draw) and resumed runs repeat
+them exactly.
 """
 
 from __future__ import annotations
@@ -12,54 +18,22 @@ from typing import ClassVar
 
 import torch
 
-from condu_bench.errors import UserError
-from condu_bench.losses import distillation_kl
-from condu_bench.method import BaseMethod, Batch, RunContext, TaskInfo
-from condu_bench.models.classifier import cosine_logits, image_features, logit_scale, text_classifier
+from condu_bench.baselines.lwf import LwF
+from condu_bench.distillation import random_token_sequences
+from condu_bench.method import RunContext, TaskInfo
 
 
-def vocabulary_words(tokenizer, min_length: int = 3) -> list[str]:
-    """Whole alphabetic words of a BPE vocabulary (``word</w>`` entries)."""
-    encoder = getattr(tokenizer, "encoder", None)
-    if encoder is None:
-        raise UserError("lwf_vr needs a BPE tokenizer with a vocabulary (open_clip's SimpleTokenizer)")
-    words = [k[:-4] for k in encoder if k.endswith("</w>") and k[:-4].isalpha() and len(k) - 4 >= min_length]
-    return sorted(set(words))
-
-
-class LwFVR(BaseMethod):
-    """LwF-VR: cross-entropy plus distillation of the previous model over random vocabulary words."""
+class LwFVR(LwF):
+    """LwF-VR: LwF whose distillation texts are random token sequences of the vocabulary."""
 
     name: ClassVar[str] = "lwf_vr"
 
     @dataclass(frozen=True)
-    class Config:
-        weight: float = 1.0
-        temperature: float = 2.0
-        words_per_step: int = 100
-        template: str = "a photo of a {}."
+    class Config(LwF.Config):
+        sequences: int = 1000  # virtual vocabulary size
+        tokens_per_sequence: int = 10
 
-    def setup(self, ctx: RunContext) -> None:
-        self.words = vocabulary_words(ctx.tokenizer)
-        self.generator = torch.Generator().manual_seed(ctx.seed)
-
-    def before_task(self, task: TaskInfo, ctx: RunContext) -> None:
-        # Vocabulary replay needs no earlier dataset: the first task is distilled from the pretrained model.
-        self.teacher = ctx.frozen_copy(ctx.model.state_dict())
-
-    def training_loss(self, batch: Batch, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
+    def distillation_texts(self, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
         cfg = self.config
-        features = image_features(ctx.model, batch.images)
-        loss = self.task_loss(features, batch.labels, task, ctx)
-        scale = logit_scale(ctx.model)
-        picks = torch.randperm(len(self.words), generator=self.generator)[: cfg.words_per_step].tolist()
-        words = [self.words[i] for i in picks]
-        with torch.no_grad():
-            teacher_text = text_classifier(self.teacher, ctx.tokenizer, words, [cfg.template], ctx.device)
-            teacher_logits = cosine_logits(image_features(self.teacher, batch.images), teacher_text, scale)
-        student_text = text_classifier(ctx.model, ctx.tokenizer, words, [cfg.template], ctx.device)
-        student_logits = cosine_logits(features, student_text, scale)
-        return loss + cfg.weight * distillation_kl(student_logits, teacher_logits, cfg.temperature)
-
-    def after_task(self, task: TaskInfo, ctx: RunContext) -> None:
-        self.teacher = None
+        return random_token_sequences(ctx.tokenizer, cfg.sequences, cfg.tokens_per_sequence,
+                                      ctx.task_generator(task.index, f"{self.name}/vocabulary"))

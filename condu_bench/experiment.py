@@ -107,17 +107,27 @@ def published_rows(scenario: str, protocol: str):
     return pd.read_csv(path) if path is not None else None
 
 
+def known_dataset_names() -> list[str]:
+    """Every dataset name a scenario can train on: the registered real datasets and the synthetic domains."""
+    from condu_bench.registries import DATASETS
+    from condu_bench.synthetic.domains import DOMAIN_NAMES
+
+    return [*DATASETS.names(), *DOMAIN_NAMES]
+
+
 def check_per_task_keys(config: RunConfig, scenario: Any) -> None:
-    """Every key of ``train.lr_per_task`` / ``train.iterations_per_task`` must name a task the scenario trains on."""
+    """Every key of ``train.lr_per_task`` / ``train.iterations_per_task`` must name a dataset: a task of the scenario,
+    or a known dataset that this order leaves out (a benchmark file's keys stay valid for a shorter order).
+    A misspelt name is an error with the closest task name."""
     tasks = list(dict.fromkeys(t.name for s in scenario.streams for t in s.train))
+    known = set(tasks) | set(known_dataset_names())
     for option in ("lr_per_task", "iterations_per_task"):
         for key in getattr(config.train, option):
-            if key not in tasks:
-                hint = closest(key, tasks)
+            if key not in known:
+                hint = closest(key, tasks) or closest(key, sorted(known))
                 suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-                raise UserError(f"train.{option}: {key!r} is not a task of scenario {scenario.name}{suggestion} "
-                                f"(its tasks: {', '.join(tasks)}); remove the key, or drop every inherited one "
-                                f"with train.{option}={{}}")
+                raise UserError(f"train.{option}: {key!r} is not a dataset of scenario {scenario.name}{suggestion} "
+                                f"(its tasks: {', '.join(tasks)})")
 
 
 def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print) -> list[dict[str, Any]]:
@@ -168,6 +178,7 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
             model=model, tokenizer=loaded.tokenizer, device=device, pretrained_state=pretrained_state,
             train_config=config.train, seed=seed, train_transform=loaded.train_transform,
             eval_transform=loaded.eval_transform, autocast=autocast_factory(device, config.train.precision),
+            scenario_name=scenario.name, data_root=config.data_root,
         )
         runner = MethodRun(method_classes[name], method_configs[name], config, scenario, ctx, directory, digest)
         started = time.time()
@@ -179,6 +190,7 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
             "task_agnostic": scenario.task_agnostic, "scenario_info": scenario.info,
             "dataset_info": dataset_info(scenario),
             "model": loaded.info, "device": str(device), "versions": versions(),
+            "method_report": runner.report,
             "wall_time_s": round(wall, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started + wall)),
             "argv": sys.argv,
         }

@@ -45,7 +45,11 @@ class TaskInfo:
 
 @dataclass
 class RunContext:
-    """Everything the runner shares with a method. ``model`` is the live model being trained and evaluated."""
+    """Everything the runner shares with a method. ``model`` is the live model being trained and evaluated.
+
+    A method may replace ``model`` in ``setup`` by a model of its own (e.g. with adapters); the runner trains,
+    checkpoints and restores whatever ``model`` is after ``setup``, and hands the next stream the original.
+    """
 
     model: torch.nn.Module
     tokenizer: Any
@@ -60,6 +64,26 @@ class RunContext:
     # Task-agnostic evaluation calls ``logits(images, None, ctx)``: logits then cover the classes of these
     # datasets, concatenated in this order.
     label_space: list[TaskData] = field(default_factory=list)
+    scenario_name: str = ""  # the built scenario's name (e.g. "synthetic_mtil", "mtil_order1")
+    data_root: str | None = None  # the run's data_root (methods resolve their relative input paths against it)
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the scenario is the embedded synthetic world (its reference data may stand in for real data)."""
+        return self.scenario_name.startswith("synthetic")
+
+    def task_seed(self, task_index: int, purpose: str) -> int:
+        """A seed for a method's own randomness in one task (reference loaders, random texts).
+
+        Derived from (run seed, task, purpose) alone, so a run resumed at a task boundary draws exactly what an
+        uninterrupted run draws, without any generator state in the checkpoint.
+        """
+        from condu_bench.training.device import derived_seed
+
+        return derived_seed(self.seed, "method", purpose, task_index)
+
+    def task_generator(self, task_index: int, purpose: str) -> torch.Generator:
+        return torch.Generator().manual_seed(self.task_seed(task_index, purpose))
 
     def text_classifier(self, task: TaskData, templates: str = "train", model: torch.nn.Module | None = None) -> torch.Tensor:
         """Class embeddings of ``task``; differentiable when called with grad enabled.
@@ -105,6 +129,8 @@ class Method(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def report(self) -> dict[str, Any]: ...
 
 
 class BaseMethod:
@@ -161,3 +187,7 @@ class BaseMethod:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def report(self) -> dict[str, Any]:
+        """JSON facts about the finished run worth keeping in ``metrics.json`` (e.g. storage per task)."""
+        return {}

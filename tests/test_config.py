@@ -169,9 +169,9 @@ def test_method_option_checks_stop_a_run_before_training(tmp_path, no_training):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.lr_per_task.colors=0.001", r"train\.lr_per_task: 'colors' is not a task of scenario synthetic_mtil; "
+    ("train.lr_per_task.colors=0.001", r"train\.lr_per_task: 'colors' is not a dataset of scenario synthetic_mtil; "
                                        r"did you mean 'colours'\? \(its tasks: shapes, colours, counts\)"),
-    ("train.iterations_per_task.Shapes=5", r"train\.iterations_per_task: 'Shapes' is not a task .*did you mean 'shapes'"),
+    ("train.iterations_per_task.Shapes=5", r"train\.iterations_per_task: 'Shapes' is not a dataset .*did you mean 'shapes'"),
 ])
 def test_per_task_keys_must_be_tasks_of_the_scenario(tmp_path, no_training, override, message):
     from condu_bench.experiment import run_experiment
@@ -186,10 +186,12 @@ def test_inherited_per_task_keys_can_be_dropped(tmp_path):
     assert config.train.lr_per_task == {}
 
 
-def test_per_task_keys_that_name_tasks_are_accepted():
+def test_per_task_keys_that_name_tasks_or_datasets_left_out_are_accepted():
+    """A benchmark file's keys (Aircraft, MNIST in mtil_order1.yaml) stay valid when an order leaves them out."""
     from condu_bench.experiment import check_per_task_keys
     from condu_bench.registries import SCENARIOS
 
-    config = micro_config("train.lr_per_task.colours=0.001", "train.iterations_per_task.counts=2")
+    config = micro_config("train.lr_per_task.colours=0.001", "train.iterations_per_task.counts=2",
+                          "train.lr_per_task.Aircraft=0.001", "train.lr_per_task.positions=0.001")
     scenario = SCENARIOS.get("synthetic_mtil")(dict(config.scenario.options), seed=0)
     check_per_task_keys(config, scenario)
