@@ -22,10 +22,12 @@ SCENARIOS: Registry = Registry("scenario", "condu_bench.scenarios")
 _B = "condu_bench.baselines"
 METHODS.register_lazy("zeroshot", f"{_B}.zeroshot:ZeroShot", "Zero-shot CLIP: no training; every accuracy-matrix row is equal.")
 METHODS.register_lazy("finetune", f"{_B}.finetune:ContinualFinetune", "Continual fine-tuning of every weight (except logit_scale), task after task.")
-METHODS.register_lazy("lwf", f"{_B}.lwf:LwF", "LwF: distil the previous model's logits over earlier datasets' classes.")
+METHODS.register_lazy("lwf", f"{_B}.lwf:LwF", "LwF: two-way distillation from the task-start model on the task's images and classes.")
 METHODS.register_lazy("zscl", f"{_B}.zscl:ZSCL", "ZSCL: L2 to the task start, distillation from zero-shot CLIP on reference data, weight ensemble.")
-METHODS.register_lazy("lwf_vr", f"{_B}.lwf_vr:LwFVR", "LwF-VR: distil the previous model over random vocabulary words.")
-METHODS.register_lazy("wise_ft", f"{_B}.wise_ft:WiseFT", "WiSE-FT: interpolate fine-tuned and zero-shot weights after every task.")
+METHODS.register_lazy("lwf_vr", f"{_B}.lwf_vr:LwFVR", "LwF-VR: LwF over random token sequences of the vocabulary.")
+METHODS.register_lazy("wise_ft", f"{_B}.wise_ft:WiseFT", "WiSE-FT: interpolate the fine-tuned weights with the task's start after every task.")
+METHODS.register_lazy("condu", f"{_B}.condu:ConDU", "ConDU: full fine-tuning experts from theta_0, decoupled-unified; routed inference on unseen tasks.")
+METHODS.register_lazy("condu_lora", f"{_B}.condu_lora:ConDULoRA", "ConDU with LoRA experts (rank 64) on every MLP of both encoders.")
 
 # Scenarios: builders taking (options dict, seed) and returning a Scenario.
 SCENARIOS.register_lazy(

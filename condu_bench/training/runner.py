@@ -53,8 +53,11 @@ class MethodRun:
         self.config, self.scenario, self.ctx = config, scenario, ctx
         self.directory, self.config_hash = directory, config_hash
         self.evaluator = Evaluator(ctx, config.eval.batch_size, config.num_workers, config.eval.max_per_dataset, config.progress)
+        self.base_model = ctx.model  # a method may swap in its own model in setup; each stream starts from this one
+        self.report: dict[str, Any] = {}
 
     def reset_model(self) -> None:
+        self.ctx.model = self.base_model
         self.ctx.model.load_state_dict(self.ctx.pretrained_state)
         self.ctx.model.requires_grad_(False).eval()
 
@@ -109,6 +112,7 @@ class MethodRun:
         if not method.trains:
             row = self.evaluate_row(method, stream)
             result.rows = [row for _ in stream.train]
+            self.report = method.report()
             return
         train_tf = ctx.train_transform if self.config.train.augment == "model" else ctx.eval_transform
         benchmark = build_avalanche_benchmark(stream, train_tf, ctx.eval_transform)
@@ -121,6 +125,7 @@ class MethodRun:
             ctx.tasks_seen.append(info.data)
             result.rows.append(self.evaluate_row(method, stream))
             self.checkpoint(method, results, start)
+        self.report = method.report()
 
     def checkpoint(self, method: Any, results: list[StreamResult], start: float) -> None:
         tensors, plain = split_method_state(method.state_dict())
