@@ -80,10 +80,25 @@ def _yaml_description(path: Path) -> str:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from condu_bench.synthetic.pretrain import PretrainConfig, cached_tiny_clip
 
-    path = cached_tiny_clip(PretrainConfig(), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    path = cached_tiny_clip(PretrainConfig(seed=args.seed), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                             progress=not args.no_progress, rebuild=args.rebuild)
     print(path)
     return 0
+
+
+def cmd_world_check(args: argparse.Namespace) -> int:
+    from condu_bench.synthetic.world_check import run_world_check
+
+    def seeds(text: str) -> list[int]:
+        try:
+            return [int(x) for x in text.split(",") if x != ""]
+        except ValueError:
+            raise UserError(f"seed lists are integers separated by commas, got {text!r}") from None
+
+    table, ok = run_world_check(seeds(args.pretrain_seeds), seeds(args.seeds), ["progress=false", *args.overrides], args.out)
+    print(table)
+    print("every gate holds" if ok else "A GATE FAILS: see the negative worst margins above")
+    return 0 if ok else 1
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -166,7 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--rebuild", action="store_true", help="pretrain again even if a valid cache exists")
     pre.add_argument("--cache-dir", help="cache directory (default $CONDU_BENCH_CACHE or ~/.cache/condu-bench)")
     pre.add_argument("--no-progress", action="store_true")
+    pre.add_argument("--seed", type=int, default=0, help="pretraining seed (model.pretrained=synthetic-seedN uses seed N)")
     pre.set_defaults(func=cmd_pretrain)
+
+    world = sub.add_parser("world-check", help="check the synthetic world's properties over pretrained models and seeds",
+                           description="Run zero-shot and Continual-FT of the default benchmark for every pretraining seed "
+                                       "and training seed, and print each property with its worst margin (exit 1 if a gate fails).")
+    world.add_argument("--pretrain-seeds", default="0,1,2", help="tiny CLIPs pretrained with these seeds (default 0,1,2)")
+    world.add_argument("--seeds", default="0,1,2", help="training seeds (default 0,1,2)")
+    world.add_argument("--out", default="results/runs/world_check", help="run directory (finished runs are reused)")
+    world.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the default benchmark")
+    world.set_defaults(func=cmd_world_check)
 
     table = sub.add_parser("table", help="build tables (Markdown, CSV, LaTeX) from result files")
     table.add_argument("results", nargs="?", default="results/runs", help="directory searched for metrics.json files")

@@ -99,3 +99,30 @@ def target_average(per_dataset: Mapping[str, float]) -> float:
     if not np.all(np.isfinite(values)):
         raise ValueError(f"non-finite target accuracy in {dict(per_dataset)}")
     return float(values.mean())
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b rank correlation of two paired score lists (ties handled as in tau-b).
+
+    Used to compare a leaderboard's order with a published one (e.g. the synthetic world against MTIL order I).
+    """
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError("kendall_tau_b needs two lists of the same length, at least 2")
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif dx == dy:
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = np.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    if denominator == 0:
+        raise ValueError("kendall_tau_b is undefined when one list is constant")
+    return float((concordant - discordant) / denominator)

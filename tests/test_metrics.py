@@ -187,3 +187,16 @@ def test_metrics_module_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.split()[0] == "False"
+
+
+def test_kendall_tau_b():
+    from condu_bench.metrics import kendall_tau_b
+
+    assert kendall_tau_b([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau_b([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # one swapped pair of 6: (C - D) / 6 = (5 - 1) / 6
+    assert kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # ties: x = [1, 1, 2], y = [1, 2, 3]: C = 2, D = 0, ties only in x: 1 -> 2 / sqrt(2 * 3)
+    assert kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / np.sqrt(6))
+    with pytest.raises(ValueError):
+        kendall_tau_b([1, 1], [2, 3])

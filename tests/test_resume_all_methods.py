@@ -13,6 +13,7 @@ OPTIONS = {
     "zscl": ["method_options.zscl.reference_pairs=16", "method_options.zscl.ref_batch_size=4",
              "method_options.zscl.ensemble_every=2"],
     "lwf_vr": ["method_options.lwf_vr.sequences=32"],
+    "condu_lora": ["method_options.condu_lora.rank=4"],
 }
 
 
@@ -21,7 +22,7 @@ class Interrupt(Exception):
 
 
 def final_weights(tmp_path, method, interrupt_before=None):
-    """Run ``method`` over three tasks; optionally stop as task ``interrupt_before`` starts, then resume."""
+    """Run ``method`` over two tasks; optionally stop as task ``interrupt_before`` starts, then resume."""
     base = METHODS.get(method)
     out = {}
     armed = [interrupt_before is not None]
@@ -40,7 +41,8 @@ def final_weights(tmp_path, method, interrupt_before=None):
     original = METHODS._entries[method].target
     METHODS._entries[method].target = Probe
     try:
-        config = load_config(None, micro_overrides(method, iterations=4) + OPTIONS.get(method, []))
+        config = load_config(None, micro_overrides(method, iterations=3) + ["scenario.options.order=shapes,colours"]
+                             + OPTIONS.get(method, []))
         if interrupt_before is not None:
             with pytest.raises(Interrupt):
                 run_experiment(config, tmp_path, log=lambda *_: None)
@@ -55,7 +57,7 @@ def test_resume_is_exact_for_every_method(tmp_path, method):
     if not METHODS.get(method).trains:
         pytest.skip(f"{method} never trains")
     whole, whole_record = final_weights(tmp_path / "whole", method)
-    resumed, resumed_record = final_weights(tmp_path / "resumed", method, interrupt_before=2)
+    resumed, resumed_record = final_weights(tmp_path / "resumed", method, interrupt_before=1)
     assert whole is not None and resumed is not None
     assert whole.keys() == resumed.keys()
     for key in whole:

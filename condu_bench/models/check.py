@@ -23,7 +23,8 @@ def describe(cfg: ModelConfig) -> str:
 def check_model(cfg: ModelConfig) -> ModelCheck:
     """Resolve the weight file (cache or local path) and hash it; never downloads, never pretrains."""
     from condu_bench.atomic_io import sha256_file
-    from condu_bench.models.loading import find_in_hf_cache, is_torchscript_archive, torchscript_refusal, uses_quick_gelu
+    from condu_bench.models.loading import (find_in_hf_cache, is_torchscript_archive, synthetic_pretrain_config,
+                                            torchscript_refusal, uses_quick_gelu)
 
     label = describe(cfg)
     try:
@@ -31,11 +32,12 @@ def check_model(cfg: ModelConfig) -> ModelCheck:
             path = Path(cfg.checkpoint).expanduser()
             if not path.is_file():
                 raise UserError(f"local checkpoint {path} does not exist")
-        elif cfg.pretrained == "synthetic":
-            from condu_bench.synthetic.pretrain import PretrainConfig, _cache_problem, cache_paths
+        elif synthetic_pretrain_config(cfg) is not None:
+            from condu_bench.synthetic.pretrain import _cache_problem, cache_paths
 
-            path, sidecar = cache_paths(PretrainConfig(), Path(cfg.cache_dir) if cfg.cache_dir else None)
-            problem = _cache_problem(PretrainConfig(), path, sidecar) if path.exists() else "not pretrained yet"
+            pcfg = synthetic_pretrain_config(cfg)
+            path, sidecar = cache_paths(pcfg, Path(cfg.cache_dir) if cfg.cache_dir else None)
+            problem = _cache_problem(pcfg, path, sidecar) if path.exists() else "not pretrained yet"
             if problem is not None:
                 return ModelCheck(label, True, f"{problem}: pretrained automatically on first run (or `condu-bench pretrain`)")
         elif cfg.pretrained in (None, "", "none"):

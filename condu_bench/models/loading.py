@@ -127,6 +127,23 @@ def find_in_hf_cache(arch: str, tag: str, cache_dir: str | None = None) -> Path:
     )
 
 
+def synthetic_pretrain_config(cfg: ModelConfig):
+    """The recipe of the project's tiny CLIP named by ``cfg``, or None for other weights.
+
+    ``pretrained: synthetic`` is the tiny CLIP pretrained with seed 0; ``synthetic-seedN`` one pretrained with
+    seed N (another CPU's floating-point results amount to another pretrained model: check the world on several).
+    """
+    tag = cfg.pretrained or ""
+    if cfg.checkpoint or not (tag == "synthetic" or tag.startswith("synthetic-seed")):
+        return None
+    from condu_bench.synthetic.pretrain import PretrainConfig
+
+    seed_text = tag.removeprefix("synthetic").removeprefix("-seed") or "0"
+    if not seed_text.isdigit():
+        raise UserError(f"model.pretrained={tag!r}: the synthetic tags are 'synthetic' and 'synthetic-seedN' (N an integer)")
+    return PretrainConfig(arch=cfg.arch, seed=int(seed_text))
+
+
 def resolve_weights(cfg: ModelConfig, progress: bool = True) -> Path | None:
     if cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser()
@@ -135,10 +152,10 @@ def resolve_weights(cfg: ModelConfig, progress: bool = True) -> Path | None:
         return path
     if cfg.pretrained in (None, "", "none"):
         return None  # random initialisation, for tests
-    if cfg.pretrained == "synthetic":
-        from condu_bench.synthetic.pretrain import PretrainConfig, cached_tiny_clip
+    pcfg = synthetic_pretrain_config(cfg)
+    if pcfg is not None:
+        from condu_bench.synthetic.pretrain import cached_tiny_clip
 
-        pcfg = PretrainConfig(arch=cfg.arch) if cfg.arch != PretrainConfig().arch else PretrainConfig()
         return cached_tiny_clip(pcfg, cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None, progress=progress)
     return find_in_hf_cache(cfg.arch, cfg.pretrained, cfg.cache_dir)
 

@@ -1,0 +1,47 @@
+"""The world's property checks on hand-made records, and the pretraining-seed tags of the tiny CLIP."""
+
+import numpy as np
+import pytest
+
+from condu_bench.config import ModelConfig
+from condu_bench.errors import UserError
+
+
+def record(per_domain_last, transfer, last):
+    return {"datasets": list(per_domain_last), "per_dataset": {d: {"last": v} for d, v in per_domain_last.items()},
+            "transfer": transfer, "last": last}
+
+
+def test_gates_and_margins_on_a_hand_made_world():
+    from condu_bench.synthetic.world_check import GATES, facts_of, failures, margin_table
+
+    domains = ["shapes", "colours", "digits"]  # chance 16.7, 12.5, 10
+    zs = record(dict(zip(domains, [30.0, 60.0, 60.0])), transfer=60.0, last=50.0)
+    ft_matrix = np.array([[80.0, 50.0, 40.0], [50.0, 90.0, 45.0], [45.0, 70.0, 85.0]])
+    ft = record(dict(zip(domains, ft_matrix[-1])), transfer=45.0, last=ft_matrix[-1].mean())
+    facts = facts_of(zs, ft, ft_matrix)
+    assert facts["diagonal"].tolist() == [80.0, 90.0, 85.0]
+    assert facts["forgetting"].tolist() == [35.0, 20.0]
+    assert failures(facts) == []
+    by_name = {p.describe(): p.margin(facts) for p in GATES}
+    assert by_name["zero-shot mean >= 45"] == pytest.approx(5.0)
+    assert by_name["zero-shot min over chance >= 3"] == pytest.approx(30.0 - 100 / 6 - 3)
+    assert by_name["FT Last - zero-shot Last >= 1"] == pytest.approx(ft_matrix[-1].mean() - 50.0 - 1)
+    table = margin_table([("a", facts), ("b", facts)])
+    assert "| zero-shot Transfer - FT Transfer >= 8 | 15.0 | 15.0 | +7.0 | gate |" in table
+
+    worse = dict(facts, ft_transfer=55.0)  # fine-tuning keeps too much transfer: the world does not discriminate
+    assert failures(worse) == ["zero-shot Transfer - FT Transfer >= 8: 5.0"]
+
+
+def test_synthetic_tags_name_pretraining_seeds():
+    from condu_bench.models.loading import synthetic_pretrain_config
+
+    assert synthetic_pretrain_config(ModelConfig()).seed == 0
+    assert synthetic_pretrain_config(ModelConfig(pretrained="synthetic-seed3")).seed == 3
+    assert synthetic_pretrain_config(ModelConfig(pretrained="openai")) is None
+    assert synthetic_pretrain_config(ModelConfig(checkpoint="/x.safetensors")) is None
+    with pytest.raises(UserError, match="synthetic-seedN"):
+        synthetic_pretrain_config(ModelConfig(pretrained="synthetic-seedx"))
+    a = synthetic_pretrain_config(ModelConfig()).fingerprint()
+    assert a != synthetic_pretrain_config(ModelConfig(pretrained="synthetic-seed1")).fingerprint()
