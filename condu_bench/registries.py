@@ -25,6 +25,7 @@ METHODS.register_lazy("finetune", f"{_B}.finetune:ContinualFinetune", "Continual
 METHODS.register_lazy("lwf", f"{_B}.lwf:LwF", "LwF: two-way distillation from the task-start model on the task's images and classes.")
 METHODS.register_lazy("zscl", f"{_B}.zscl:ZSCL", "ZSCL: L2 to the task start, distillation from zero-shot CLIP on reference data, weight ensemble.")
 METHODS.register_lazy("lwf_vr", f"{_B}.lwf_vr:LwFVR", "LwF-VR: LwF over random token sequences of the vocabulary.")
+METHODS.register_lazy("icarl", f"{_B}.icarl:ICaRL", "iCaRL: distillation from zero-shot CLIP on a herded exemplar memory of earlier datasets.")
 METHODS.register_lazy("wise_ft", f"{_B}.wise_ft:WiseFT", "WiSE-FT: interpolate the fine-tuned weights with the task's start after every task.")
 METHODS.register_lazy("condu", f"{_B}.condu:ConDU", "ConDU: full fine-tuning experts from theta_0, decoupled-unified; routed inference on unseen tasks.")
 METHODS.register_lazy("condu_lora", f"{_B}.condu_lora:ConDULoRA", "ConDU with LoRA experts (rank 64) on every MLP of both encoders.")

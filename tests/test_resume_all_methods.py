@@ -2,10 +2,8 @@
 
 import pytest
 import torch
-from helpers import micro_overrides
+from helpers import micro_overrides, run_probed
 
-from condu_bench.config import load_config
-from condu_bench.experiment import run_experiment
 from condu_bench.registries import METHODS
 
 # Small knobs so that each method's own machinery (reference streams, random texts, ensembles) runs in seconds.
@@ -17,38 +15,15 @@ OPTIONS = {
 }
 
 
-class Interrupt(Exception):
-    pass
-
-
 def final_weights(tmp_path, method, interrupt_before=None):
     """Run ``method`` over two tasks; optionally stop as task ``interrupt_before`` starts, then resume."""
-    base = METHODS.get(method)
     out = {}
-    armed = [interrupt_before is not None]
 
-    class Probe(base):
-        def before_task(self, task, ctx):
-            if armed[0] and task.index == interrupt_before:
-                armed[0] = False
-                raise Interrupt
-            super().before_task(task, ctx)
+    def keep(_, task, ctx):
+        out["state"] = {k: v.detach().cpu().clone() for k, v in ctx.model.state_dict().items()}
 
-        def after_task(self, task, ctx):
-            super().after_task(task, ctx)
-            out["state"] = {k: v.detach().cpu().clone() for k, v in ctx.model.state_dict().items()}
-
-    original = METHODS._entries[method].target
-    METHODS._entries[method].target = Probe
-    try:
-        config = load_config(None, micro_overrides(method, iterations=3) + ["scenario.options.order=shapes,colours"]
-                             + OPTIONS.get(method, []))
-        if interrupt_before is not None:
-            with pytest.raises(Interrupt):
-                run_experiment(config, tmp_path, log=lambda *_: None)
-        record = run_experiment(config, tmp_path, log=lambda *_: None)[0]
-    finally:
-        METHODS._entries[method].target = original
+    overrides = micro_overrides(method, iterations=3) + ["scenario.options.order=shapes,colours"] + OPTIONS.get(method, [])
+    record = run_probed(tmp_path, method, overrides, interrupt_before=interrupt_before, after_task=keep)
     return out.get("state"), record
 
 
