@@ -1,52 +1,80 @@
-"""The embedded default behaves like CLIP + MTIL in miniature (issue 2, point 3), checked on the real run.
+"""The embedded default behaves like CLIP + MTIL in miniature, checked on the real default run.
 
-Uses the calibrated tiny CLIP from the user cache (pretrained on first need, a few minutes on 2 cores) and
-the default benchmark file unchanged, so what is asserted is what `condu-bench run` shows.
+Uses the tiny CLIP from the user cache (pretrained on first need, a few minutes on 2 cores) and the default
+benchmark file unchanged, so what is asserted is what `condu-bench run` shows. The thresholds keep a margin
+below what was measured over training seeds 0-2 and tiny CLIPs pretrained with seeds 0-2 (floating-point
+results differ between CPUs; the README's world table gives the measured values).
 """
 
 import json
 
 import pytest
 
-from condu_bench.cli import resolve_benchmark
-from condu_bench.config import load_config
-from condu_bench.experiment import run_experiment
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
+    from condu_bench.cli import resolve_benchmark
+    from condu_bench.config import load_config
+    from condu_bench.experiment import run_experiment
+
     config = load_config(resolve_benchmark(None), ["progress=false"])
     out = tmp_path_factory.mktemp("default")
     records = run_experiment(config, out, log=lambda *_: None)
     return config, out, {r["method"]: r for r in records}
 
 
-def test_zero_shot_is_above_chance_with_room_to_learn(default_run):
-    from condu_bench.synthetic.domains import domain_classnames
-
-    _, _, records = default_run
-    per_dataset = records["zeroshot"]["per_dataset"]
-    for domain, metrics in per_dataset.items():
-        chance = 100.0 / len(domain_classnames(domain))
-        assert metrics["last"] >= 2 * chance, (domain, metrics["last"], chance)
-    at_most_90 = [d for d, m in per_dataset.items() if m["last"] <= 90.0]
-    assert len(at_most_90) >= len(per_dataset) / 2, per_dataset
-
-
-def test_finetuning_helps_and_forgets(default_run):
-    _, _, records = default_run
-    zs, ft = records["zeroshot"], records["finetune"]
-    assert ft["last"] > zs["last"]  # fine-tuning helps
-    assert ft["transfer"] <= zs["transfer"] - 5.0  # ... and costs zero-shot transfer
-
-
-def test_forgetting_is_visible_in_the_matrix(default_run):
+def matrix(out, method):
     from condu_bench.reporting.matrix_io import read_accuracy_matrix
 
-    _, out, _ = default_run
-    matrix, steps, _ = read_accuracy_matrix(out / "finetune" / "seed0" / "accuracy_matrix.csv")
-    drops = [matrix[i, i] - matrix[-1, i] for i in range(len(steps) - 1)]
-    assert max(drops) >= 5.0, drops  # some domain loses accuracy after later training
+    values, steps, _ = read_accuracy_matrix(out / method / "seed0" / "accuracy_matrix.csv")
+    return values, steps
+
+
+@pytest.fixture(scope="module")
+def facts(default_run):
+    from condu_bench.synthetic.world_check import facts_of
+
+    _, out, records = default_run
+    ft, _ = matrix(out, "finetune")
+    return facts_of(records["zeroshot"], records["finetune"], ft)
+
+
+def gate(name):
+    from condu_bench.synthetic.world_check import GATES
+
+    return [p for p in GATES if p.name == name]
+
+
+@pytest.mark.parametrize("name", ["zero-shot mean", "zero-shot max", "zero-shot min over chance"])
+def test_zero_shot_is_above_chance_with_room_to_learn(facts, name):
+    for prop in gate(name):
+        assert prop.margin(facts) >= 0, (prop.describe(), prop.measure(facts), facts["zs"])
+
+
+def test_finetuning_learns_each_task(facts):
+    (prop,) = gate("FT diagonal mean - zero-shot mean")
+    assert prop.margin(facts) >= 0, (facts["diagonal"], facts["zs"])
+
+
+def test_finetuning_helps_and_forgets(facts):
+    for name in ("FT Last - zero-shot Last", "zero-shot Transfer - FT Transfer"):
+        (prop,) = gate(name)
+        assert prop.margin(facts) >= 0, (prop.describe(), prop.measure(facts))
+
+
+def test_forgetting_is_visible_in_the_matrix(facts):
+    (prop,) = gate("FT largest forgetting")
+    assert prop.margin(facts) >= 0, facts["forgetting"]  # some domain loses accuracy after later training
+
+
+def test_every_gate_is_tested():
+    from condu_bench.synthetic.world_check import GATES
+
+    tested = {"zero-shot mean", "zero-shot max", "zero-shot min over chance", "FT diagonal mean - zero-shot mean",
+              "FT Last - zero-shot Last", "zero-shot Transfer - FT Transfer", "FT largest forgetting"}
+    assert {p.name for p in GATES} == tested
 
 
 def test_a_method_reduces_forgetting(default_run):

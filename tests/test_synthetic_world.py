@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("sklearn")
 torch.set_num_threads(2)
 
 from PIL import Image  # noqa: E402
