@@ -6,28 +6,27 @@ import argparse
 import sys
 from pathlib import Path
 
+from condu_bench import resources
 from condu_bench.errors import UserError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS_DIR = PROJECT_ROOT / "benchmarks"
 DEFAULT_BENCHMARK = "synthetic_mtil"
 
 
 def resolve_benchmark(name_or_path: str | None) -> Path:
     """A YAML path, or the name of a file in benchmarks/ (``mtil_order1`` -> benchmarks/mtil_order1.yaml)."""
     if name_or_path is None:
-        return BENCHMARKS_DIR / f"{DEFAULT_BENCHMARK}.yaml"
+        return resources.benchmarks_dir() / f"{DEFAULT_BENCHMARK}.yaml"
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise UserError(f"config file not found: {path}")
         return path
-    candidate = BENCHMARKS_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
+    candidate = resources.benchmark_path(name_or_path)
+    if candidate is not None:
         return candidate
     from condu_bench.errors import unknown_name_message
 
-    known = [p.stem for p in sorted(BENCHMARKS_DIR.glob("*.yaml"))]
+    known = [p.stem for p in resources.benchmark_files()]
     raise UserError(unknown_name_message("benchmark", name_or_path, known) + "; or give a path to a YAML file")
 
 
@@ -59,7 +58,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from condu_bench.registries import DATASETS, METHODS, SCENARIOS
 
     if args.what == "benchmarks":
-        rows = [(p.stem, _yaml_description(p)) for p in sorted(BENCHMARKS_DIR.glob("*.yaml"))]
+        rows = [(p.stem, _yaml_description(p)) for p in resources.benchmark_files()]
     else:
         registry = {"methods": METHODS, "scenarios": SCENARIOS, "datasets": DATASETS}[args.what]
         rows = registry.describe()
@@ -104,7 +103,7 @@ def cmd_world_check(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from condu_bench.reporting.tables import build_tables
 
-    published = None if args.no_published else PROJECT_ROOT / "results" / "published"
+    published = None if args.no_published else resources.published_dir()
     formats = tuple(f for f in args.formats.split(",") if f)
     root = Path(args.results)
     if not root.is_dir():
@@ -124,7 +123,7 @@ def cmd_models_check(args: argparse.Namespace) -> int:
         models = [ModelConfig(arch=args.arch, pretrained=args.pretrained, checkpoint=args.checkpoint, cache_dir=args.cache_dir,
                               trust_torchscript=args.trust_torchscript)]
     else:
-        paths = [resolve_benchmark(c) for c in args.configs] or sorted(BENCHMARKS_DIR.glob("*.yaml"))
+        paths = [resolve_benchmark(c) for c in args.configs] or resources.benchmark_files()
         models = list(dict.fromkeys(load_config(p, args.overrides).model for p in paths))  # each model once
     checks = [check_model(m) for m in models]
     print(format_checks(checks))

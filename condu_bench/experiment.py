@@ -14,8 +14,7 @@ from condu_bench.atomic_io import atomic_write_json, atomic_write_text
 from condu_bench.config import RunConfig, config_hash, from_dict, to_dict
 from condu_bench.errors import UserError, closest
 from condu_bench.registries import METHODS, SCENARIOS
-
-PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "results" / "published"
+from condu_bench.resources import published_dir
 
 
 def versions() -> dict[str, str]:
@@ -103,7 +102,7 @@ def published_rows(scenario: str, protocol: str):
 
     from condu_bench.reporting.tables import published_csv_for
 
-    path = published_csv_for(scenario, protocol, PUBLISHED_DIR) if PUBLISHED_DIR.is_dir() else None
+    path = published_csv_for(scenario, protocol, published_dir())
     return pd.read_csv(path) if path is not None else None
 
 
@@ -162,6 +161,7 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
     if not pending:
         return [records[(p[0], p[1])] for p in plans]
 
+    published_dir()  # an install without its package data fails here, not after the first training run
     build_scenario = SCENARIOS.get(config.scenario.name)
     scenarios: dict[int, Any] = {}
     for seed in dict.fromkeys(p[0] for p in pending):  # all of them before any training: config errors surface now
