@@ -72,3 +72,35 @@ def test_corrupt_image_is_an_error_or_skipped_and_recorded(tmp_path, capsys):
     skipped = metrics["dataset_info"]["EuroSAT"]["skipped"]
     assert sum(split["count"] for split in skipped.values()) == 1
     assert any(bad.name in f for split in skipped.values() for f in split["files"])
+
+
+@pytest.mark.parametrize("variant", [[], ["scenario.options.task_agnostic=true"], ["scenario.options.shots=2"]],
+                         ids=["task-known", "task-agnostic", "few-shot"])
+def test_condu_on_a_fake_zscl_tree(tmp_path, variant):
+    root = tmp_path / "data"
+    for build in (ft.zscl_mnist, ft.zscl_eurosat):
+        build(root)
+    out = tmp_path / "out"
+    argv = ["run", "mtil_order1", f"data_root={root}", "scenario.options.order=MNIST,EuroSAT", "--out", str(out),
+            "--no-progress", *MICRO, "methods=condu,condu_lora", "method_options.condu_lora.rank=4", *variant]
+    assert main(argv) == 0
+    for method in ("condu", "condu_lora"):
+        metrics = json.loads((out / method / "seed0" / "metrics.json").read_text())
+        assert metrics["datasets"] == ["MNIST", "EuroSAT"]
+        assert metrics["method_report"]["tasks"] == ["MNIST", "EuroSAT"]
+        assert len(metrics["method_report"]["storage_bytes"]["masks_per_task"]) == 2
+
+
+def test_every_benchmark_file_names_known_datasets_in_its_per_task_keys():
+    from condu_bench.config import load_config
+    from condu_bench.experiment import known_dataset_names
+    from condu_bench.resources import benchmark_files
+
+    known = set(known_dataset_names())
+    files = list(benchmark_files())
+    assert len(files) >= 10
+    for path in files:
+        config = load_config(path)
+        for option in ("lr_per_task", "iterations_per_task"):
+            unknown = set(getattr(config.train, option)) - known
+            assert not unknown, (path.name, option, unknown)
