@@ -196,7 +196,8 @@ class ConDU(BaseMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.task_names, self.rescalers = list(state["task_names"]), list(state["rescalers"])
         self.U = {k[2:]: v.to(self.theta0[k[2:]].device) for k, v in state.items() if k.startswith("U/")} or None
-        self.packed = [{k[len(f"mask{i}/"):]: v for k, v in state.items() if k.startswith(f"mask{i}/")}
+        device = next(iter(self.theta0.values())).device  # checkpoints load on the CPU; masks live beside U
+        self.packed = [{k[len(f"mask{i}/"):]: v.to(device) for k, v in state.items() if k.startswith(f"mask{i}/")}
                        for i in range(len(self.task_names))]
         self.prototypes = [state[f"prototypes{i}"] for i in range(len(self.task_names))]
         self.forget_cache()
