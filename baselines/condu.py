@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from condu_bench.data.task import TaskData
 from condu_bench.merging import Unified, add_task, pack_masks, storage_bytes, task_delta, unpack_masks
 from condu_bench.method import BaseMethod, RunContext, TaskInfo
-from condu_bench.models.classifier import cosine_logits, image_features, text_classifier
+from condu_bench.distillation import encode_texts
+from condu_bench.models.classifier import class_prompts, cosine_logits, image_features, text_classifier
 
 AGGREGATIONS = ("mean", "weighted")
 
@@ -114,20 +115,17 @@ class ConDU(BaseMethod):
         from condu_bench.training.evaluate import Transformed
 
         loader = DataLoader(Transformed(task.train, ctx.eval_transform), batch_size=self.config.prototype_batch_size)
-        sums = torch.zeros(task.num_classes, self.theta0_dim(ctx), device=ctx.device)
+        sums = torch.zeros(task.num_classes, self.base.text_projection.shape[1], device=ctx.device)
         counts = torch.zeros(task.num_classes, device=ctx.device)
         for images, labels in loader:
             feats = image_features(self.base, images.to(ctx.device))
             labels = labels.to(ctx.device)
             sums.index_add_(0, labels, feats)
             counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))
-        tokens = ctx.tokenizer([t.format(c) for c in task.classnames for t in task.templates]).to(ctx.device)
-        text = F.normalize(self.base.encode_text(tokens).float(), dim=-1).view(task.num_classes, len(task.templates), -1).mean(1)
+        tokens = ctx.tokenizer(class_prompts(task.classnames, task.templates)).to(ctx.device)
+        text = encode_texts(self.base, tokens).view(task.num_classes, len(task.templates), -1).mean(1)  # not renormalised
         image = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], text)  # no image: text alone
         return F.normalize((image + text) / 2, dim=-1).cpu()
-
-    def theta0_dim(self, ctx: RunContext) -> int:
-        return self.base.text_projection.shape[1]
 
     # ---------------------------------------------------------------- inference
 

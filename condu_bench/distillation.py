@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from condu_bench.losses import soft_cross_entropy
-from condu_bench.models.classifier import cosine_logits, image_features
+from condu_bench.models.classifier import class_prompts, cosine_logits, image_features
 
 
 class ImageStream:
@@ -67,7 +67,7 @@ def random_token_sequences(tokenizer: Any, count: int, length: int, generator: t
 
 
 def prompt_tokens(tokenizer: Any, classnames: Sequence[str], template: str) -> torch.Tensor:
-    return tokenizer([template.format(name) for name in classnames])
+    return tokenizer(class_prompts(classnames, [template]))
 
 
 class ReferenceDistillation:

@@ -32,10 +32,9 @@ def check_model(cfg: ModelConfig) -> ModelCheck:
             path = Path(cfg.checkpoint).expanduser()
             if not path.is_file():
                 raise UserError(f"local checkpoint {path} does not exist")
-        elif synthetic_pretrain_config(cfg) is not None:
+        elif (pcfg := synthetic_pretrain_config(cfg)) is not None:
             from condu_bench.synthetic.pretrain import _cache_problem, cache_paths
 
-            pcfg = synthetic_pretrain_config(cfg)
             path, sidecar = cache_paths(pcfg, Path(cfg.cache_dir) if cfg.cache_dir else None)
             problem = _cache_problem(pcfg, path, sidecar) if path.exists() else "not pretrained yet"
             if problem is not None:
