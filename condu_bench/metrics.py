@@ -126,3 +126,49 @@ def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
     if denominator == 0:
         raise ValueError("kendall_tau_b is undefined when one list is constant")
     return float((concordant - discordant) / denominator)
+
+
+# ---------------------------------------------------------------- metrics beyond the papers' tables
+
+def backward_transfer(matrix, dataset_names: Sequence[str]) -> dict:
+    """Backward transfer (Lopez-Paz & Ranzato, GEM): BWT_i = A[T, i] - A[i, i] for every dataset but the last.
+
+    Negative = forgetting. Returns ``{"bwt": mean over i < T, "per_dataset": {name: BWT_i or None}}``;
+    the last dataset (and every dataset when T = 1) has no entry, ``bwt`` is then None.
+    """
+    a = _check_matrix(matrix, dataset_names)
+    t = a.shape[0]
+    per = {name: (float(a[t - 1, i] - a[i, i]) if i < t - 1 else None) for i, name in enumerate(dataset_names)}
+    values = [v for v in per.values() if v is not None]
+    return {"bwt": float(np.mean(values)) if values else None, "per_dataset": per}
+
+
+def forgetting(matrix, dataset_names: Sequence[str]) -> dict:
+    """Forgetting (Chaudhry et al.): F_i = max_{i <= j < T} A[j, i] - A[T, i], the drop from the best accuracy
+    dataset i had after being learned, for every dataset but the last. ``{"forgetting", "per_dataset"}`` as
+    :func:`backward_transfer`."""
+    a = _check_matrix(matrix, dataset_names)
+    t = a.shape[0]
+    per = {name: (float(a[i:t - 1, i].max() - a[t - 1, i]) if i < t - 1 else None) for i, name in enumerate(dataset_names)}
+    values = [v for v in per.values() if v is not None]
+    return {"forgetting": float(np.mean(values)) if values else None, "per_dataset": per}
+
+
+def matrix_area(matrix, dataset_names: Sequence[str]) -> float:
+    """Area under the seen-task accuracy curve: after each step j, the mean accuracy over the datasets learned so
+    far (row j, columns 0..j: the lower triangle with the diagonal), averaged over the T steps (percent).
+
+    The mean of the *whole* matrix would only repeat MTIL's Avg; this area weighs what has been learned and kept
+    along the stream, not zero-shot transfer to datasets still ahead.
+    """
+    a = _check_matrix(matrix, dataset_names)
+    return float(np.mean([a[j, : j + 1].mean() for j in range(a.shape[0])]))
+
+
+def matrix_metrics(matrix, dataset_names: Sequence[str]) -> dict:
+    """Backward transfer, forgetting and matrix area of one run: ``{"bwt", "forgetting", "area", "per_dataset"}``."""
+    bwt, forget = backward_transfer(matrix, dataset_names), forgetting(matrix, dataset_names)
+    return {
+        "bwt": bwt["bwt"], "forgetting": forget["forgetting"], "area": matrix_area(matrix, dataset_names),
+        "per_dataset": {n: {"bwt": bwt["per_dataset"][n], "forgetting": forget["per_dataset"][n]} for n in dataset_names},
+    }
