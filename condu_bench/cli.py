@@ -32,7 +32,9 @@ def resolve_benchmark(name_or_path: str | None) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from condu_bench.config import load_config
+    from condu_bench.plugins import import_plugins
 
+    import_plugins(args.plugin)  # before the config names its methods
     positional = [a for a in args.items if "=" not in a]
     overrides = [a for a in args.items if "=" in a]
     if len(positional) > 1:
@@ -170,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default results/runs/<config name>)")
     run.add_argument("--force", action="store_true", help="re-run finished results (the old ones are archived)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE.py",
+                     help="import a module or .py file that registers methods (repeatable)")
     run.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("ls", help="list registered methods, scenarios, datasets or benchmark files")
@@ -198,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--formats", default="md,csv,tex")
     table.add_argument("--no-published", action="store_true", help="leave the published numbers out")
     table.set_defaults(func=cmd_table)
+
+    from condu_bench.reporting.commands import add_commands
+
+    add_commands(sub)  # report, tables
 
     bench = sub.add_parser("bench", help="speed and memory of the training and evaluation path, as side-by-side ratios",
                            description="e.g. `condu-bench bench model.arch=ViT-B-16 train.batch_size=64` on a GPU machine.")

@@ -89,7 +89,7 @@ def test_best_bold_second_underlined_and_empty_placeholder_rows(tmp_path):
     write_mtil_run(tmp_path, "synthetic_mtil", "lwf", 0, small_matrix(1.0), names)
     write_mtil_run(tmp_path, "synthetic_mtil", "finetune", 0, small_matrix(0.0), names)
     groups = group_runs(collect_runs([tmp_path]))
-    (last,) = [t for t in mtil_tables("synthetic_mtil", groups, wanted_methods=["zscl", "lwf", "finetune", "condu"],
+    (last,) = [t for t in mtil_tables("synthetic_mtil", groups, wanted=["zscl", "lwf", "finetune", "condu"],
                                       placeholders=True) if t.name.endswith("_last")]
     tex = to_latex(last)
     assert r"zscl & 1 & \textbf{52.0}" in tex and r"lwf & 1 & \underline{51.0}" in tex and r"finetune & 1 & 50.0" in tex

@@ -145,26 +145,55 @@ def _published_cells(published: Published, method: str, columns: list[tuple[str,
     return cells
 
 
-def _rows(groups: list[Group], columns, published: Published | None, wanted_methods: list[str] | None,
-          placeholders: bool) -> list[Row]:
-    """Harness rows (each followed by its paper row and the difference); with ``wanted_methods`` those methods come
-    first in that order, a missing one as an empty row when ``placeholders``; then any other run."""
+@dataclass(frozen=True)
+class Wanted:
+    """A row a paper table must have: the runs of ``method`` whose resolved config has every ``KEY=VALUE`` of
+    ``overrides`` (dotted keys), compared with the paper's row ``paper`` (None: matched by name)."""
+
+    label: str
+    method: str
+    overrides: tuple[str, ...] = ()
+    paper: str | None = None
+
+    def selects(self, group: Group) -> bool:
+        return group.method == self.method and all(_config_value(group, o) for o in self.overrides)
+
+
+def _config_value(group: Group, override: str) -> bool:
+    key, _, expected = override.partition("=")
+    for run in group.runs:
+        node = run.config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None or str(node).lower() != expected.lower():
+            return False
+    return True
+
+
+def _rows(groups: list[Group], columns, published: Published | None, wanted: list | None, placeholders: bool) -> list[Row]:
+    """Harness rows (each followed by its paper row and the difference); ``wanted`` rows (Wanted or method names)
+    come first in that order, one with no run as an empty row when ``placeholders``; then every other run."""
     labels = label_groups(groups)
-    by_method: dict[str, list[Group]] = {}
-    for g in groups:
-        by_method.setdefault(g.method, []).append(g)
-    order = list(wanted_methods or []) + [m for m in by_method if m not in (wanted_methods or [])]
     paper_names = published.methods() if published else []
+    entries: list[tuple[str, list[Group], str | None]] = []
+    used: set[int] = set()
+    for w in wanted or []:
+        w = Wanted(w, w) if isinstance(w, str) else w
+        chosen = [g for g in groups if id(g) not in used and w.selects(g)]
+        used.update(id(g) for g in chosen)
+        paper = w.paper if w.paper in paper_names else match_method(w.method, paper_names) if published else None
+        entries.append((w.label, chosen, paper))
+    entries += [(labels[id(g)], [g], match_method(g.method, paper_names) if published else None)
+                for g in groups if id(g) not in used]
     rows: list[Row] = []
     shown_papers = set()
-    for method in order:
-        paper = match_method(method, paper_names) if published else None
-        present = by_method.get(method, [])
+    for label, present, paper in entries:
         if not present and not placeholders:
             continue
-        run_rows = [Row(labels[id(g)], RUN, _group_cells(g, columns), "this harness", len(g.runs)) for g in present]
+        run_rows = [Row(label if len(present) == 1 else f"{label} [{g.config_key}]", RUN, _group_cells(g, columns),
+                        "this harness", len(g.runs)) for g in present]
         if not run_rows:
-            run_rows = [Row(method, RUN, {c[0]: EMPTY for c in columns}, "no run yet", 0)]
+            run_rows = [Row(label, RUN, {c[0]: EMPTY for c in columns}, "no run yet", 0)]
         for run_row in run_rows:
             rows.append(run_row)
             if paper is not None:
@@ -172,10 +201,10 @@ def _rows(groups: list[Group], columns, published: Published | None, wanted_meth
                 rows.append(pub)
                 shown_papers.add(paper)
                 diff = {}
-                for label, *_ in columns:
-                    a, b = run_row.value(label), pub.value(label)
-                    diff[label] = Stat(a - b, None, 1) if a is not None and b is not None else EMPTY
-                rows.append(Row(f"Δ {method} − paper", DIFF, diff))
+                for column, *_ in columns:
+                    a, b = run_row.value(column), pub.value(column)
+                    diff[column] = Stat(a - b, None, 1) if a is not None and b is not None else EMPTY
+                rows.append(Row(f"Δ {run_row.label} − paper", DIFF, diff))
     if published and placeholders:  # the paper's other rows (methods the harness does not have), for reference
         for paper in paper_names:
             if paper not in shown_papers:
@@ -195,7 +224,7 @@ def _datasets(groups: list[Group]) -> list[str]:
 
 
 def mtil_tables(scenario: str, groups: list[Group], published: Published | None = None,
-                wanted_methods: list[str] | None = None, placeholders: bool = False) -> list[Table]:
+                wanted: list | None = None, placeholders: bool = False) -> list[Table]:
     """Transfer, Avg. and Last blocks; columns = datasets in training order + Average (the run's headline)."""
     datasets = _datasets(groups)
     if not datasets and published:  # nothing run yet: the paper's datasets
@@ -204,7 +233,7 @@ def mtil_tables(scenario: str, groups: list[Group], published: Published | None 
     for key, title in MTIL_METRICS:
         columns = [(d, d, key) for d in datasets] + [("Average", None, key)]
         table = Table(f"mtil_{_slug(scenario)}_{key}", f"{scenario}: {title}", [c[0] for c in columns],
-                      _rows(groups, columns, published, wanted_methods, placeholders), decimals=1)
+                      _rows(groups, columns, published, wanted, placeholders), decimals=1)
         if key == "transfer" and datasets:
             table.notes.append(f"Transfer has no entry for the first dataset ({datasets[0]}).")
         tables.append(table)
@@ -212,13 +241,13 @@ def mtil_tables(scenario: str, groups: list[Group], published: Published | None 
 
 
 def base_to_novel_table(scenario: str, groups: list[Group], published: Published | None = None,
-                        wanted_methods: list[str] | None = None, placeholders: bool = False) -> Table:
+                        wanted: list | None = None, placeholders: bool = False) -> Table:
     """Per dataset Base / Novel / HM, then the average (HM of the averaged Base and Novel)."""
     datasets = _datasets(groups)
     columns = [(f"{d} {label}", d, key) for d in datasets for key, label in (("base", "Base"), ("novel", "Novel"), ("hm", "HM"))]
     columns += [(f"Average {label}", None, key) for key, label in (("base", "Base"), ("novel", "Novel"), ("hm", "HM"))]
     table = Table(f"b2n_{_slug(scenario)}", f"{scenario}: base-to-novel", [c[0] for c in columns],
-                  _rows(groups, columns, published, wanted_methods, placeholders), decimals=2)
+                  _rows(groups, columns, published, wanted, placeholders), decimals=2)
     table.notes.append("Average HM is the HM of the averaged Base and Novel accuracies (CoCoOp convention).")
     return table
 

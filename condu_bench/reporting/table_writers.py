@@ -37,13 +37,24 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+_TEX_UNICODE = {"Δ": r"$\Delta$", "−": "$-$", "—": "--", "±": r"$\pm$", "–": "--"}
+
+
+def tex(text: str) -> str:
+    """LaTeX-escaped text with the few non-ASCII symbols the tables use spelled as TeX (pdflatex has no Δ)."""
+    escaped = latex_escape(text)
+    for symbol, replacement in _TEX_UNICODE.items():
+        escaped = escaped.replace(symbol, replacement)
+    return escaped
+
+
 def to_latex(table: Table) -> str:
     """A ``table`` float around a booktabs ``tabular`` (needs only ``\\usepackage{booktabs}``; underlining is
     ``\\underline``). Published and difference rows are labelled in italics."""
     cols = "l" + "r" * (1 + len(table.columns))
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             f"\\caption{{{latex_escape(table.title)}}}", f"\\begin{{tabular}}{{{cols}}}", r"\toprule",
-             " & ".join(["Method", "seeds", *(latex_escape(c) for c in table.columns)]) + r" \\", r"\midrule"]
+             f"\\caption{{{tex(table.title)}}}", f"\\begin{{tabular}}{{{cols}}}", r"\toprule",
+             " & ".join(["Method", "seeds", *(tex(c) for c in table.columns)]) + r" \\", r"\midrule"]
     for k, row in enumerate(table.rows):
         cells = []
         for column in table.columns:
@@ -51,13 +62,13 @@ def to_latex(table: Table) -> str:
             text = "--" if stat.mean is None else format_stat(stat, table.decimals, signed=row.kind == DIFF, pm=r"$\pm$")
             rank = table.ranks(column).get(k)
             cells.append(f"\\textbf{{{text}}}" if rank == 1 else f"\\underline{{{text}}}" if rank == 2 else text)
-        label = latex_escape(row.label)
+        label = tex(row.label)
         if row.kind != "run":
             label = f"\\textit{{{label}}}"
         lines.append(" & ".join([label, str(row.seeds) if row.seeds else "", *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     for note in table.notes:
-        lines.append(f"\\par\\smallskip\\footnotesize {latex_escape(note)}")
+        lines.append(f"\\par\\smallskip\\footnotesize {tex(note)}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 

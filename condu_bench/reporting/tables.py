@@ -49,6 +49,7 @@ METHOD_ALIASES: dict[str, tuple[str, ...]] = {
     "zscl_star": ("ZSCL*",),
     "moe_adapters": ("MoE-Adapters",),
     "diki": ("DIKI",),
+    "condu": ("ConDU (FT)",),
     "condu_ft": ("ConDU (FT)",),
     "condu_lora": ("ConDU (LoRA)",),
     "coop": ("CoOp",),
