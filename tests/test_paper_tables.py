@@ -131,3 +131,42 @@ def test_cost_block_fills_only_recorded_fields(tmp_path):
 def test_missing_directory_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         collect_runs([tmp_path / "nope"])
+
+
+def test_fewshot_and_task_agnostic_variants(tmp_path):
+    from condu_bench.reporting.report import published_for
+
+    names = ["a", "b", "c"]
+    write_mtil_run(tmp_path / "fs", "mtil_orderI_fewshot", "condu", 0, small_matrix(), names)
+    write_mtil_run(tmp_path / "ta", "mtil_orderI_task_agnostic", "condu", 0, small_matrix(), names)
+    fewshot = group_runs(collect_runs([tmp_path / "fs"]))
+    published = published_for("mtil_orderI_fewshot", "mtil", PUB)
+    (transfer,) = [t for t in mtil_tables("mtil_orderI_fewshot", fewshot, published) if t.name.endswith("_transfer")]
+    run, pub, diff = transfer.rows[:3]
+    assert pub.label == "ConDU (FT) (published)" and pub.value("Average") == 70.0 and pub.value("b") is None
+    assert diff.value("Average") == pytest.approx(run.value("Average") - 70.0)
+    # task-agnostic MTIL has no published table: the same layout, harness rows only
+    assert published_for("mtil_orderI_task_agnostic", "mtil", PUB) is None
+    agnostic = mtil_tables("mtil_orderI_task_agnostic", group_runs(collect_runs([tmp_path / "ta"])))
+    assert [r.kind for r in agnostic[0].rows] == [RUN]
+
+
+def test_cross_dataset_avg_c_excludes_the_source(tmp_path):
+    import json
+
+    from condu_bench.reporting.paper_tables import target_average_table
+
+    for seed, shift in ((1, 0.0), (2, 2.0)):
+        d = tmp_path / "coop" / f"seed{seed}"
+        d.mkdir(parents=True)
+        accuracies = {"ImageNet": 70.0 + shift, "DTD": 40.0 + shift, "EuroSAT": 50.0 + shift}
+        d.joinpath("metrics.json").write_text(json.dumps({
+            "scenario": "cross_dataset", "protocol": "cross_dataset", "method": "coop", "seed": seed,
+            "source": accuracies["ImageNet"], "average": (accuracies["DTD"] + accuracies["EuroSAT"]) / 2,
+            "per_dataset": {k: {"accuracy": v} for k, v in accuracies.items()}, "datasets": list(accuracies)}))
+    table = target_average_table("cross_dataset", "cross_dataset", group_runs(collect_runs([tmp_path])))
+    row = table.rows[0]
+    assert table.columns[-2:] == ["Source", "Avg-C"]
+    assert row.value("Avg-C") == pytest.approx(46.0) and row.cells["Avg-C"].std == pytest.approx(math.sqrt(2))
+    assert row.value("Source") == pytest.approx(71.0) and row.value("DTD") == pytest.approx(41.0)
+    assert "source is excluded" in " ".join(table.notes)

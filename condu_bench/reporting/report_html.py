@@ -76,7 +76,8 @@ def _run_details(run, out_dir: Path) -> str:
         ("directory", f'<a href="{html.escape(Path(os.path.relpath(run.path, out_dir)).as_posix(), quote=True)}/">{html.escape(str(run.path))}</a>'),
         ("seed", m.get("seed")), ("config hash", m.get("config_hash")), ("split convention", m.get("split_convention")),
         ("device", m.get("device")), ("model", model.get("arch") or model.get("name")),
-        ("weight hash (sha256)", model.get("weights_sha256") or "not recorded by this run"),
+        ("weight hash (sha256)", model.get("weights_sha256") or ("no weight file (random initialisation)"
+                                  if str(model.get("pretrained")).lower() == "none" else "not recorded by this run")),
         ("versions", ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()) or "not recorded"),
         ("finished at", m.get("finished_at")), ("wall time (s)", m.get("wall_time_s")),
     ]
