@@ -28,8 +28,7 @@ a{color:#1a5fb4}table.results a{color:inherit;text-decoration:none}table.results
 .notes{font-size:.8em;color:#555;margin:0 0 1em}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 details{margin:.3em 0 .6em 1em}pre{background:#f6f6f6;padding:.6em;font-size:.78em;overflow-x:auto}
-dl.run{display:grid;grid-template-columns:max-content auto;gap:.1em 1em;font-size:.85em;margin:.3em 0 .3em 1em}
-dl.run dt{color:#555}
+table.runs td{text-align:left}table.runs a{color:#1a5fb4}
 """
 
 
@@ -69,23 +68,35 @@ def figure_html(png: Path, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _run_details(run, out_dir: Path) -> str:
-    m = run.metrics
-    model = m.get("model") or {}
-    fields = [
-        ("directory", f'<a href="{html.escape(Path(os.path.relpath(run.path, out_dir)).as_posix(), quote=True)}/">{html.escape(str(run.path))}</a>'),
-        ("seed", m.get("seed")), ("config hash", m.get("config_hash")), ("split convention", m.get("split_convention")),
-        ("device", m.get("device")), ("model", model.get("arch") or model.get("name")),
-        ("weight hash (sha256)", model.get("weights_sha256") or ("no weight file (random initialisation)"
-                                  if str(model.get("pretrained")).lower() == "none" else "not recorded by this run")),
-        ("versions", ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()) or "not recorded"),
-        ("finished at", m.get("finished_at")), ("wall time (s)", m.get("wall_time_s")),
-    ]
-    rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{v if k == 'directory' else html.escape(str(v))}</dd>"
-                   for k, v in fields if v is not None)
-    config = json.dumps(run.config, indent=1, default=str) if run.config is not None else "no config.yaml in this run"
-    return (f'<dl class="run">{rows}</dl><details><summary>resolved config (seed {html.escape(str(m.get("seed")))})'
-            f"</summary><pre>{html.escape(config)}</pre></details>")
+def _weight_hash(model: dict) -> str:
+    if model.get("weights_sha256"):
+        digest = str(model["weights_sha256"])
+        return f'<span title="{html.escape(digest, quote=True)}">{html.escape(digest[:16])}…</span>'
+    return "none (random init)" if model.get("pretrained") == "none" else "not recorded"
+
+
+def _group_runs_html(group: Group, out_dir: Path) -> str:
+    """One line per seed (directory link, seed, config hash, split convention, device, model, weight hash, wall time),
+    the versions once when all seeds agree, and each run's resolved config folded."""
+    head = ["directory", "seed", "config hash", "split convention", "device", "model", "weight sha256", "wall time (s)"]
+    lines = []
+    for run in group.runs:
+        m, model = run.metrics, run.metrics.get("model") or {}
+        link = Path(os.path.relpath(run.path, out_dir)).as_posix()
+        cells = [f'<a href="{html.escape(link, quote=True)}/">{html.escape(str(run.path))}</a>',
+                 *(html.escape(str(m.get(k, ""))) for k in ("seed", "config_hash", "split_convention", "device")),
+                 html.escape(str(model.get("arch") or "")), _weight_hash(model), html.escape(str(m.get("wall_time_s", "")))]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    table = (f'<table class="results runs"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>'
+             f'<tbody>{"".join(lines)}</tbody></table>')
+    versions = {json.dumps(r.metrics.get("versions") or {}, sort_keys=True) for r in group.runs}
+    version_text = "; ".join(
+        ", ".join(f"{k} {v}" for k, v in json.loads(v).items()) or "not recorded" for v in sorted(versions))
+    configs = "".join(
+        f"<details><summary>resolved config, seed {html.escape(str(r.metrics.get('seed')))}</summary><pre>"
+        f"{html.escape(json.dumps(r.config, indent=1, default=str) if r.config is not None else 'no config.yaml in this run')}"
+        "</pre></details>" for r in group.runs)
+    return f'<div class="scroll">{table}</div><div class="notes">versions: {html.escape(version_text)}</div>{configs}'
 
 
 def render_report(title: str, sections: list[dict], groups: list[Group], anchor_of: dict[str, str], out_dir: Path) -> str:
@@ -106,6 +117,6 @@ def render_report(title: str, sections: list[dict], groups: list[Group], anchor_
         anchor = anchor_of[str(g.runs[0].path)]
         parts.append(f'<h3 id="{anchor}">{html.escape(g.method)} on {html.escape(g.scenario)} '
                      f"<small>(config {html.escape(g.config_key or 'unknown')}, {len(g.runs)} seed(s))</small></h3>")
-        parts += [_run_details(r, out_dir) for r in g.runs]
+        parts.append(_group_runs_html(g, out_dir))
     parts.append("</body></html>")
     return "\n".join(parts)
