@@ -126,3 +126,12 @@ def test_latex_is_balanced_and_compiles(report, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:]
     assert (tmp_path / "all.pdf").read_bytes().startswith(PDF_MAGIC)
+
+
+def test_report_without_runs_or_published(tmp_path, runs, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no finished runs (metrics.json) below" in capsys.readouterr().err
+    assert main(["report", str(runs / "b2n"), "--out", str(tmp_path / "r"), "--no-published"]) == 0
+    table = (tmp_path / "r" / "tables" / "b2n_base_to_novel.md").read_text()
+    assert "(published)" not in table and "| coop | 2 |" in table
