@@ -254,7 +254,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_config(path: Path | None, overrides: list[str] = ()) -> RunConfig:
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, list(overrides))
-    plugins = data.pop("plugins", None) or []  # imported, not part of the resolved config: methods and options are
+    # plugins are imported, and kept out of the resolved config (and its hash): the methods they add are in it already
+    plugins = data.pop("plugins", None) or []
     if not isinstance(plugins, list):
         raise UserError(f"{path}: `plugins` must be a list of module names or .py paths, got {plugins!r}")
     from condu_bench.plugins import import_plugins
