@@ -90,13 +90,15 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return max(1, n_train // batch_size)
 
 
-def task_iterations(train: TrainConfig, task: str, n_train: int) -> int:
-    """The optimizer steps of one task (per-task entries first, then the global budget)."""
+def task_iterations(train: TrainConfig, task: str, n_train: int, dataset: str | None = None) -> int:
+    """The optimizer steps of one task: a per-task entry for the task's name (e.g. ``ImageNet/base``) or else its
+    dataset's (``ImageNet``), then the global budget."""
     per_epoch = steps_per_epoch(n_train, train.batch_size)
-    if task in train.iterations_per_task:
-        return train.iterations_per_task[task]
-    if task in train.epochs_per_task:
-        return train.epochs_per_task[task] * per_epoch
+    for name in (task, dataset):
+        if name in train.iterations_per_task:
+            return train.iterations_per_task[name]
+        if name in train.epochs_per_task:
+            return train.epochs_per_task[name] * per_epoch
     if train.epochs is not None:
         return train.epochs * per_epoch
     return train.iterations if train.iterations is not None else DEFAULT_ITERATIONS

@@ -60,6 +60,7 @@ def test_epochs_become_iterations_over_the_training_set():
     assert steps_per_epoch(10, 4) == 2 and steps_per_epoch(3, 4) == 1  # the partial batch is dropped once a full one exists
     assert task_iterations(train, "shapes", 10) == 3 * 2
     assert task_iterations(train, "colours", 10) == 2 * 2  # per-task epochs
+    assert task_iterations(train, "colours/base", 10, dataset="colours") == 2 * 2  # a base half uses its dataset's entry
     assert warmup_steps(train, 10) == 2
     assert task_iterations(resolve_train(TrainConfig(), RECIPE, {"iterations_per_task": {"shapes": 5}, "epochs": 1}, "m"),
                            "shapes", 10) == 5

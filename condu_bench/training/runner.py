@@ -69,7 +69,7 @@ class MethodRun:
         return TaskInfo(
             index=index,
             data=task,
-            iterations=task_iterations(cfg, task.name, len(task.train)),
+            iterations=task_iterations(cfg, task.name, len(task.train), task.info.get("dataset")),
             lr=cfg.lr_per_task.get(task.name, cfg.lr),
         )
 
