@@ -12,6 +12,8 @@ OPTIONS = {
              "method_options.zscl.ensemble_every=2"],
     "lwf_vr": ["method_options.lwf_vr.sequences=32"],
     "condu_lora": ["method_options.condu_lora.rank=4"],
+    # Methods with a reference recipe in epochs: a budget of a few steps of their own.
+    **{m: [f"recipes.{m}.iterations=3", f"recipes.{m}.batch_size=4"] for m in ("coop", "cocoop", "kgcoop")},
 }
 
 

@@ -12,7 +12,7 @@ from condu_bench.config import TrainConfig
 from condu_bench.errors import TrainingDiverged, UserError
 from condu_bench.method import Batch, RunContext, TaskInfo
 from condu_bench.training.device import derived_seed
-from condu_bench.training.schedule import warmup_cosine
+from condu_bench.training.schedule import lr_schedule
 
 
 def select_trainable(model: torch.nn.Module, method: Any) -> list[torch.nn.Parameter]:
@@ -66,7 +66,7 @@ def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, st
         method.after_task(task, ctx)
         return {"iterations": 0}
     optimizer = build_optimizer(params, cfg, task.lr)
-    scheduler = warmup_cosine(optimizer, cfg.warmup_steps, task.iterations, cfg.schedule)
+    scheduler = lr_schedule(optimizer, cfg, task.lr, task.iterations, len(dataset))
     seed = derived_seed(ctx.seed, stream_index, task.index)
     torch.manual_seed(seed)  # augmentation randomness
     batches = endless_batches(dataset, cfg.batch_size, seed, num_workers, ctx.device.type == "cuda")
