@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from condu_bench import run_store
+from condu_bench import run_store, task_states
 from condu_bench.config import RunConfig
 from condu_bench.method import RunContext, TaskInfo
 from condu_bench.scenarios.avalanche_stream import build_avalanche_benchmark
@@ -126,6 +126,8 @@ class MethodRun:
                        num_workers=self.config.num_workers, progress=self.config.progress)
             ctx.tasks_seen.append(info.data)
             result.rows.append(self.evaluate_row(method, stream))
+            if task_states.keeps_task_states(method.name):  # before the checkpoint that marks the task done
+                task_states.save_task_state(self.directory, stream.name, info.name, method, ctx.model)
             self.checkpoint(method, results, start)
         self.report = method.report()
 

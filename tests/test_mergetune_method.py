@@ -1,0 +1,169 @@
+"""MergeTune on the micro CLIP: continuing a finished CoOp run from its kept task states, training the base in the
+same run, best-val selection, and clear errors for a missing or incompatible base run."""
+
+import json
+
+import pytest
+import torch
+from helpers import micro_overrides, run_probed
+
+from condu_bench import run_store, task_states
+from condu_bench.errors import UserError
+
+FAST = ["scenario.options.order=shapes,colours"]
+
+
+def fast(method, iterations=3, *extra):
+    return (micro_overrides(method, iterations) + FAST +
+            [f"recipes.{method}.iterations={iterations}", f"recipes.{method}.batch_size=8", *extra])
+
+
+def probed(tmp_path, method, overrides, **kw):
+    seen = {}
+
+    def keep(m, task, ctx):
+        snap = {}
+        if hasattr(m, "finetuned"):  # mergetune: its fine-tuned and zero-shot contexts during this task
+            snap = {"finetuned": m.finetuned.ctx.detach().cpu().clone(), "zeroshot": m.zeroshot_ctx.detach().cpu().clone()}
+        seen[task.name] = {"method": {k: v.clone() for k, v in m.state_dict().items()}, **snap,
+                           "model": {k: v.detach().cpu().clone() for k, v in ctx.model.state_dict().items()},
+                           "pretrained": ctx.pretrained_state}
+
+    record = run_probed(tmp_path, method, overrides, after_task=keep, **kw)
+    return seen, record
+
+
+@pytest.fixture(scope="module")
+def coop_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("coop")
+    seen, record = probed(out, "coop", fast("coop", 4, "recipes.coop.lr=0.5"))
+    return out, seen, record
+
+
+def test_a_finished_coop_run_keeps_its_prompt_after_every_task(coop_run):
+    out, seen, record = coop_run
+    run_dir = run_store.run_dir(out, "coop", record["seed"])
+    manifest = json.loads((run_dir / "task_states" / "manifest.json").read_text())
+    assert set(manifest) == {"shapes", "colours"}
+    assert not (run_dir / "checkpoint").exists()  # the resumable checkpoint is gone, the task states stay
+    for task in ("shapes", "colours"):
+        tensors, _ = task_states.load_task_state(run_dir, task)
+        assert set(tensors) == {"method/prompt/ctx"}
+        assert torch.equal(tensors["method/prompt/ctx"], seen[task]["method"]["prompt/ctx"])
+    assert not torch.equal(*(task_states.load_task_state(run_dir, t)[0]["method/prompt/ctx"] for t in ("shapes", "colours")))
+
+
+@pytest.mark.parametrize("variant", ["released", "paper"])
+def test_mergetune_continues_the_kept_coop_prompt(tmp_path, coop_run, variant):
+    out, coop_seen, _ = coop_run
+    seen, record = probed(tmp_path, "mergetune", fast("mergetune", 3, f"method_options.mergetune.from_run={out}",
+                                                      "method_options.mergetune.selection=last",
+                                                      f"method_options.mergetune.variant={variant}",
+                                                      "recipes.mergetune.lr=0.5"))
+    for task in ("shapes", "colours"):
+        coop_ctx = coop_seen[task]["method"]["prompt/ctx"]
+        assert torch.equal(seen[task]["finetuned"], coop_ctx)  # the fine-tuned solution is the base's prompt of this task
+        learned = seen[task]["method"]["prompt/ctx"]
+        assert not torch.equal(learned, coop_ctx)  # and the continued prompt moved away from it
+        for key, value in seen[task]["model"].items():
+            assert torch.equal(value, seen[task]["pretrained"][key]), f"mergetune changed {key}"
+    report = record["method_report"]
+    assert report["variant"] == variant and report["base"] == "coop"
+    assert all("from" in s for s in report["base_source"].values())
+    assert record["per_dataset"]["shapes"]["avg"] is not None
+
+
+def test_paper_variant_starts_between_zero_shot_and_fine_tuned(tmp_path, coop_run):
+    out, coop_seen, _ = coop_run
+    starts = {}
+    from condu_bench.baselines.mergetune import MergeTune
+
+    class Capture(MergeTune):
+        def before_task(self, task, ctx):
+            super().before_task(task, ctx)
+            starts[task.name] = (self.prompt.ctx.detach().cpu().clone(), self.zeroshot_ctx.cpu().clone())
+
+    run_probed(tmp_path, "mergetune", fast("mergetune", 1, f"method_options.mergetune.from_run={out}",
+                                           "method_options.mergetune.selection=last",
+                                           "method_options.mergetune.variant=paper", "method_options.mergetune.tau=0.25"),
+               base=Capture)
+    start, zeroshot = starts["colours"]
+    torch.testing.assert_close(start, 0.75 * zeroshot + 0.25 * coop_seen["colours"]["method"]["prompt/ctx"])
+
+
+def test_without_from_run_the_base_is_trained_first(tmp_path):
+    seen, record = probed(tmp_path, "mergetune", fast("mergetune", 2, "method_options.mergetune.selection=last",
+                                                      "method_options.mergetune.base=kgcoop",
+                                                      "method_options.mergetune.base_recipe.iterations=3",
+                                                      "method_options.mergetune.base_recipe.lr=0.5"))
+    assert not torch.equal(seen["shapes"]["finetuned"], seen["shapes"]["zeroshot"])  # kgcoop trained its prompt away from "a photo of a"
+    assert all(s == "kgcoop trained in this run" for s in record["method_report"]["base_source"].values())
+
+
+def test_best_val_keeps_the_prompt_of_the_best_epoch(tmp_path, coop_run, monkeypatch):
+    from condu_bench.baselines.mergetune import MergeTune
+
+    out, _, _ = coop_run
+    scores = iter([0.2, 0.6, 0.6, 0.1] * 2)
+    snapshots = []
+
+    class WithVal(MergeTune):
+        def before_task(self, task, ctx):
+            task.data.val = task.data.test  # the synthetic world has no val split
+            snapshots.clear()
+            super().before_task(task, ctx)
+
+        def val_accuracy(self, task, ctx):
+            snapshots.append(self.prompt.ctx.detach().clone())
+            return next(scores)
+
+    seen, record = probed(tmp_path, "mergetune", fast("mergetune", 4, f"method_options.mergetune.from_run={out}",
+                                                      "recipes.mergetune.iterations=null", "recipes.mergetune.epochs=4",
+                                                      "recipes.mergetune.batch_size=100", "recipes.mergetune.lr=0.5"),
+                          base=WithVal)
+    # one batch per epoch (batch 100 > the training set): 4 epochs, the best (first of the two 0.6) is epoch 2
+    assert len(snapshots) == 4
+    assert torch.equal(seen["colours"]["method"]["prompt/ctx"], snapshots[1].cpu())
+    assert not torch.equal(snapshots[1], snapshots[3])
+    assert record["method_report"]["selected"]["colours"] == {"epoch": 2, "val_accuracy": 0.6}
+
+
+def test_best_val_without_a_val_split_is_an_error(tmp_path, coop_run):
+    out, _, _ = coop_run
+    with pytest.raises(UserError, match="selection=last"):
+        run_probed(tmp_path, "mergetune", fast("mergetune", 1, f"method_options.mergetune.from_run={out}"))
+
+
+def test_missing_or_incompatible_base_runs_are_clear_errors(tmp_path, coop_run):
+    out, _, record = coop_run
+    last = "method_options.mergetune.selection=last"
+    with pytest.raises(UserError, match="no finished run"):
+        run_probed(tmp_path / "a", "mergetune", fast("mergetune", 1, f"method_options.mergetune.from_run={tmp_path}/nope", last))
+    coop_dir = run_store.run_dir(out, "coop", record["seed"])
+    with pytest.raises(UserError, match="no finished run.*kgcoop/seed"):  # the output directory holds no kgcoop run
+        run_probed(tmp_path / "b", "mergetune", fast("mergetune", 1, f"method_options.mergetune.from_run={out}",
+                                                     "method_options.mergetune.base=kgcoop", last))
+    with pytest.raises(UserError, match="method 'coop'.*needs method 'kgcoop'"):  # the run directory is coop's
+        run_probed(tmp_path / "b2", "mergetune", fast("mergetune", 1, f"method_options.mergetune.from_run={coop_dir}",
+                                                     "method_options.mergetune.base=kgcoop", last))
+    with pytest.raises(UserError, match="shape"):
+        run_probed(tmp_path / "c", "mergetune", fast("mergetune", 1, f"method_options.mergetune.from_run={out}",
+                                                     "method_options.mergetune.n_ctx=2",
+                                                     "method_options.mergetune.ctx_init=", last))
+    with pytest.raises(UserError, match="not available yet"):
+        run_probed(tmp_path / "d", "mergetune", fast("mergetune", 1, "method_options.mergetune.base=clipfit", last))
+
+
+def test_a_changed_task_state_is_refused(tmp_path, coop_run):
+    import shutil
+
+    out, _, record = coop_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_store.run_dir(out, "coop", record["seed"]), copy)
+    manifest = json.loads((copy / "task_states" / "manifest.json").read_text())
+    state = copy / "task_states" / manifest["shapes"]["file"]
+    state.write_bytes(state.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(UserError, match="SHA-256"):
+        task_states.load_task_state(copy, "shapes")
+    with pytest.raises(UserError, match="no learned state for task 'nope'"):
+        task_states.load_task_state(copy, "nope")
