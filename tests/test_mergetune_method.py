@@ -167,3 +167,44 @@ def test_a_changed_task_state_is_refused(tmp_path, coop_run):
         task_states.load_task_state(copy, "shapes")
     with pytest.raises(UserError, match="no learned state for task 'nope'"):
         task_states.load_task_state(copy, "nope")
+
+
+def test_the_plugin_s_released_loss_on_the_prompt_is_the_hand_computation():
+    """At the start (learned = fine-tuned), every path point is the fine-tuned prompt: loss = 2 CE + W * anchor, with
+    the class features of encode_text("a photo of a <class>.") -- what CoOp's untrained prompt gives."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from condu_bench.baselines.mergetune import MergeTune, raw_class_features
+    from condu_bench.config import ModelConfig
+    from condu_bench.method import Batch
+    from condu_bench.models.loading import load_model
+    from condu_bench.prompting import PromptContext
+
+    loaded = load_model(ModelConfig(arch="condu-micro-vit", pretrained=None))
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    classes = ["circle", "square", "star"]
+    torch.manual_seed(0)
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 2, 1, 2])
+    m = MergeTune(MergeTune.Config(anchor_weight=10.0))
+    m.prompt, m.finetuned = PromptContext(model, tokenizer), PromptContext(model, tokenizer)
+    with torch.no_grad():
+        encoded = model.encode_text(tokenizer([f"a photo of a {c}." for c in classes]))
+        torch.testing.assert_close(raw_class_features(m.prompt, classes), encoded, atol=1e-5, rtol=1e-5)
+        zeroshot = F.normalize(model.encode_text(tokenizer([f"a drawing of a {c}." for c in classes])), dim=-1)
+        m.zeroshot_feats, m.finetuned_raw = zeroshot, raw_class_features(m.finetuned, classes)
+        ctx = SimpleNamespace(model=model, train_config=SimpleNamespace(label_smoothing=0.0))
+        task = SimpleNamespace(data=SimpleNamespace(classnames=classes))
+        loss = m.training_loss(Batch(images, labels), task, ctx)
+        image_feats = F.normalize(model.encode_image(images), dim=-1)
+        text = F.normalize(encoded, dim=-1)
+        ce = F.cross_entropy(model.logit_scale.exp() * image_feats @ text.t(), labels)
+        anchor = 1 - sum(float(text[i] @ zeroshot[i]) for i in range(3)) / 3
+        assert anchor > 1e-3
+        assert float(loss) == pytest.approx(2 * float(ce) + 10.0 * anchor, rel=1e-5)
+        # a context given explicitly is used in place of the prompt's own
+        other = m.prompt.ctx + 0.1 * torch.randn_like(m.prompt.ctx)
+        with_other = raw_class_features(m.prompt, classes, other)
+        m.prompt.ctx.copy_(other)
+        torch.testing.assert_close(with_other, raw_class_features(m.prompt, classes))
