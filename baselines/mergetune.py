@@ -15,9 +15,9 @@ initialised from it, is the only thing that trains. Objectives: :mod:`condu_benc
   w_zs is the zero-shot context, the token embeddings of ``ctx_init`` ("a photo of a").
 
 Recipe: SGD lr 0.002 (momentum 0.9, weight decay 5e-4), batch 128, 100 epochs, one warm-up epoch at a constant 1e-5,
-Dassl's per-epoch cosine. Model selection (``selection: best_val``, the reference's ``TEST.FINAL_MODEL best_val``): after
-every epoch the prompt is scored on the task's validation split and the best one (strictly higher accuracy; the first
-of equals) is kept; ``selection: last`` keeps the last prompt.
+Dassl's per-epoch cosine, and ``select: best_val`` (the reference's ``TEST.FINAL_MODEL best_val``: the prompt of the
+epoch with the best validation accuracy, the first of equals; :mod:`condu_bench.training.selection`);
+``recipes.mergetune.select=last`` keeps the last prompt.
 
 The base (``base: coop | kgcoop``) is read from a finished run of it (``from_run``: its run directory
 ``<out>/<base>/seed<S>``, or the ``<out>`` holding it; same scenario and seed) -- the learned prompt it kept after the
@@ -28,15 +28,13 @@ Deviations: fp32 (the reference uses amp); the hand-crafted zero-shot features a
 (``scenario.options.templates: coop`` gives KgCoOp's one template per dataset), averaged when there are several; the
 paper variant has no released code, its lambda/beta/tau defaults are the middle of the paper's stable ranges.
 ``base: clipfit`` is not supported yet (its learned state lives in the model's biases and LayerNorms, not a prompt).
-The reference's unused ``bias_vectors`` parameter is left out. A task without a validation split cannot use
-``selection: best_val``: that is an error, not a silent switch to the last prompt.
+The reference's unused ``bias_vectors`` parameter is left out. A task without a validation split (the synthetic
+world) cannot use best-val selection: that is an error, not a silent switch to the last prompt.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,8 +50,6 @@ from condu_bench.recipes import Recipe
 
 BASES = ("coop", "kgcoop", "clipfit")
 PROMPT_BASES = ("coop", "kgcoop")
-SELECTIONS = ("best_val", "last")
-VAL_BATCH = 100  # the reference's TEST.BATCH_SIZE
 
 
 class ImagesWithTransform(torch.utils.data.Dataset):
@@ -105,9 +101,10 @@ class MergeTune(PromptLearning):
     """MergeTune: a second prompt from the finished CoOp/KgCoOp one, with low-loss paths to it and to zero-shot CLIP."""
 
     name: ClassVar[str] = "mergetune"
-    # the reference's KgCoOp_COOP_LMC config repeats KgCoOp's numbers (batch 128, 100 epochs, Dassl SGD)
-    recipe: ClassVar[Recipe] = Recipe("MERGETUNE configs/trainers/KgCoOp_COOP_LMC/vit_b16_ep100_ctxv1.yaml",
-                                      dict(KgCoOp.recipe.train))
+    # the reference's KgCoOp_COOP_LMC config repeats KgCoOp's numbers (batch 128, 100 epochs, Dassl SGD); train.py
+    # sets TEST.FINAL_MODEL best_val
+    recipe: ClassVar[Recipe] = Recipe("MERGETUNE configs/trainers/KgCoOp_COOP_LMC/vit_b16_ep100_ctxv1.yaml, train.py",
+                                      {**KgCoOp.recipe.train, "select": "best_val"})
 
     @dataclass(frozen=True)
     class Config(PromptLearning.Config):
@@ -115,7 +112,6 @@ class MergeTune(PromptLearning):
         variant: str = "released"  # released (the paper's tables) | paper
         from_run: str | None = None  # a finished base run (its run directory, or the output directory holding it)
         base_recipe: dict[str, Any] = field(default_factory=dict)  # train keys over the base's recipe (no from_run)
-        selection: str = "best_val"  # best_val | last
         anchor_weight: float | None = None  # released: W (None: 10 on coop, 8 on kgcoop)
         path_weight: float = 1.0  # released: W_LMC
         path_samples: int = 5  # released: NUM_SAMPLES (t = 0.1, 0.3, .. for 5)
@@ -126,8 +122,7 @@ class MergeTune(PromptLearning):
 
         def __post_init__(self):
             super().__post_init__()
-            for key, value, allowed in (("base", self.base, BASES), ("variant", self.variant, mt.VARIANTS),
-                                        ("selection", self.selection, SELECTIONS)):
+            for key, value, allowed in (("base", self.base, BASES), ("variant", self.variant, mt.VARIANTS)):
                 if value not in allowed:
                     raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
             if self.path_samples < 1 or self.n_alpha < 1:
@@ -150,7 +145,6 @@ class MergeTune(PromptLearning):
         self.zeroshot_ctx = self.prompt.ctx.detach().clone()  # w_zs of the paper variant
         self.finetuned = PromptContext(ctx.model, ctx.tokenizer, cfg.n_ctx, cfg.ctx_init).requires_grad_(False)
         self.sources: dict[str, str] = {}
-        self.selected: dict[str, dict[str, Any]] = {}
 
     # ---- the fine-tuned solution -------------------------------------------------------------------------------
     def base_context(self, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
@@ -180,7 +174,8 @@ class MergeTune(PromptLearning):
         cls = METHODS.get(self.config.base)
         base = cls(from_dict(cls.Config, {"n_ctx": self.config.n_ctx, "ctx_init": self.config.ctx_init},
                              f"the {self.config.base} base of mergetune"))
-        train = resolve_train(ctx.train_config, cls.recipe, self.config.base_recipe, self.config.base)
+        # under the base's own recipe; select is not inherited from mergetune's (CoOp and KgCoOp keep the last epoch)
+        train = resolve_train(replace(ctx.train_config, select="last"), cls.recipe, self.config.base_recipe, self.config.base)
         data = task.data
         info = TaskInfo(index=task.index, data=data, lr=train.lr_per_task.get(task.name, train.lr),
                         iterations=task_iterations(train, task.name, len(data.train), data.info.get("dataset")))
@@ -198,14 +193,8 @@ class MergeTune(PromptLearning):
     # ---- training ----------------------------------------------------------------------------------------------
     def before_task(self, task: TaskInfo, ctx: RunContext) -> None:
         from condu_bench.models.classifier import text_classifier
-        from condu_bench.recipes import steps_per_epoch
-
         super().before_task(task, ctx)
         cfg = self.config
-        if cfg.selection == "best_val" and getattr(task.data, "val", None) is None:
-            raise UserError(f"mergetune selection best_val needs a validation split, and task {task.name!r} has none; "
-                            "use a scenario that draws one (the CoOp few-shot pipeline) or set "
-                            "method_options.mergetune.selection=last")
         finetuned = self.base_context(task, ctx)
         with torch.no_grad():
             self.finetuned.ctx.copy_(finetuned)
@@ -215,8 +204,6 @@ class MergeTune(PromptLearning):
             classnames = list(task.data.classnames)
             self.zeroshot_feats = text_classifier(ctx.model, ctx.tokenizer, classnames, task.data.templates, ctx.device)
             self.finetuned_raw = raw_class_features(self.finetuned, classnames)
-        self.steps_per_epoch = steps_per_epoch(len(task.data.train), ctx.train_config.batch_size)
-        self.best = (-math.inf, None, self.prompt.ctx.detach().clone())  # (val accuracy, epoch, context)
 
     def training_loss(self, batch: Batch, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
         from condu_bench.models.classifier import image_features, logit_scale
@@ -239,38 +226,5 @@ class MergeTune(PromptLearning):
         return mt.paper_loss(task_loss, {"ctx": self.prompt.ctx}, {"ctx": self.zeroshot_ctx},
                              {"ctx": self.finetuned.ctx}, cfg.lam, cfg.beta, mt.paper_path_points(cfg.n_alpha)).total
 
-    # ---- model selection ---------------------------------------------------------------------------------------
-    def after_iteration(self, step: int, task: TaskInfo, ctx: RunContext) -> None:
-        super().after_iteration(step, task, ctx)
-        done = step + 1
-        if self.config.selection == "best_val" and (done % self.steps_per_epoch == 0 or done == task.iterations):
-            accuracy = self.val_accuracy(task, ctx)
-            if accuracy > self.best[0]:
-                self.best = (accuracy, math.ceil(done / self.steps_per_epoch), self.prompt.ctx.detach().clone())
-
-    @torch.no_grad()
-    def val_accuracy(self, task: TaskInfo, ctx: RunContext) -> float:
-        val, was_training = task.data.val, ctx.model.training
-        ctx.model.eval()
-        correct = 0
-        for first in range(0, len(val), VAL_BATCH):
-            items = [val[i] for i in range(first, min(first + VAL_BATCH, len(val)))]
-            images = torch.stack([ctx.eval_transform(image) for image, *_ in items]).to(ctx.device)
-            labels = torch.tensor([label for _, label, *_ in items], device=ctx.device)
-            correct += int((self.logits(images, task.data, ctx).argmax(dim=-1) == labels).sum())
-        ctx.model.train(was_training)
-        return correct / len(val)
-
-    def after_task(self, task: TaskInfo, ctx: RunContext) -> None:
-        if self.config.selection == "best_val" and self.best[1] is not None:
-            with torch.no_grad():
-                self.prompt.ctx.copy_(self.best[2])
-            self._eval_features.clear()
-            self.selected[task.name] = {"epoch": self.best[1], "val_accuracy": self.best[0]}
-        super().after_task(task, ctx)
-
     def report(self) -> dict[str, Any]:
-        out = {"base": self.config.base, "variant": self.config.variant, "base_source": dict(self.sources),
-               "selection": self.config.selection, "selected": dict(self.selected)}
-        json.dumps(out)
-        return out
+        return {"base": self.config.base, "variant": self.config.variant, "base_source": dict(self.sources)}

@@ -71,6 +71,20 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     train_templates: str = "first"  # first | all: templates of the text classifier used in the training loss
     augment: str = "model"  # model: the model's train transform | none: the eval transform
+    # The model a task keeps: last (after the last step) | best_val (the epoch with the best validation accuracy,
+    # first on ties, as Dassl's TEST.FINAL_MODEL best_val; needs a val split)
+    select: str = "last"
+
+
+# The values each choice of TrainConfig accepts (checked for the train section and every method's recipe).
+TRAIN_CHOICES = {
+    "optimizer": {"adamw", "sgd"},
+    "schedule": {"cosine", "constant", "epoch_cosine"},
+    "precision": {"auto", "fp32", "bf16"},
+    "train_templates": {"first", "all"},
+    "augment": {"model", "none"},
+    "select": {"last", "best_val"},
+}
 
 
 @dataclass(frozen=True)
@@ -292,18 +306,7 @@ def validate(config: RunConfig, where: str) -> None:
 
     for name, keys in config.recipes.items():
         check_train_keys(keys, f"{where}: recipes.{name}")
-    t = config.train
-    check_train_config(t, f"{where}: train")
-    checks = {
-        "train.optimizer": (t.optimizer, {"adamw", "sgd"}),
-        "train.schedule": (t.schedule, {"cosine", "constant", "epoch_cosine"}),
-        "train.precision": (t.precision, {"auto", "fp32", "bf16"}),
-        "train.train_templates": (t.train_templates, {"first", "all"}),
-        "train.augment": (t.augment, {"model", "none"}),
-    }
-    for key, (value, allowed) in checks.items():
-        if value not in allowed:
-            raise UserError(f"{where}: {key}={value!r} is not one of {sorted(allowed)}")
+    check_train_config(config.train, f"{where}: train")
     if not config.seeds:
         raise UserError(f"{where}: `seeds` is empty")
 

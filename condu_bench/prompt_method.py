@@ -81,6 +81,9 @@ class PromptLearning(BaseMethod):
     def after_iteration(self, step: int, task: TaskInfo, ctx: RunContext) -> None:
         self._eval_features.clear()
 
+    def after_task(self, task: TaskInfo, ctx: RunContext) -> None:
+        self._eval_features.clear()  # model selection may have restored an earlier context
+
     def logits(self, images: torch.Tensor, task: TaskData | None, ctx: RunContext) -> torch.Tensor:
         from condu_bench.models.classifier import image_features
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from condu_bench.config import TrainConfig, from_dict, to_dict
+from condu_bench.config import TRAIN_CHOICES, TrainConfig, from_dict, to_dict
 from condu_bench.errors import UserError
 
 GROUPS = (("iterations", "epochs", "iterations_per_task", "epochs_per_task"), ("warmup_steps", "warmup_epochs"))
@@ -42,6 +42,9 @@ def check_train_keys(keys: Mapping[str, Any], where: str) -> None:
 
 
 def check_train_config(t: TrainConfig, where: str) -> None:
+    for key, allowed in TRAIN_CHOICES.items():
+        if getattr(t, key) not in allowed:
+            raise UserError(f"{where}.{key}={getattr(t, key)!r} is not one of {sorted(allowed)}")
     for a, b in EXCLUSIVE:
         va, vb = getattr(t, a), getattr(t, b)
         clash = sorted(set(va) & set(vb)) if isinstance(va, dict) else (va is not None and vb is not None)

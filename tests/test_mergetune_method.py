@@ -57,7 +57,7 @@ def test_a_finished_coop_run_keeps_its_prompt_after_every_task(coop_run):
 def test_mergetune_continues_the_kept_coop_prompt(tmp_path, coop_run, variant):
     out, coop_seen, _ = coop_run
     seen, record = probed(tmp_path, "mergetune", fast("mergetune", 3, f"method_options.mergetune.from_run={out}",
-                                                      "method_options.mergetune.selection=last",
+                                                      "recipes.mergetune.select=last",
                                                       f"method_options.mergetune.variant={variant}",
                                                       "recipes.mergetune.lr=0.5"))
     for task in ("shapes", "colours"):
@@ -84,7 +84,7 @@ def test_paper_variant_starts_between_zero_shot_and_fine_tuned(tmp_path, coop_ru
             starts[task.name] = (self.prompt.ctx.detach().cpu().clone(), self.zeroshot_ctx.cpu().clone())
 
     run_probed(tmp_path, "mergetune", fast("mergetune", 1, f"method_options.mergetune.from_run={out}",
-                                           "method_options.mergetune.selection=last",
+                                           "recipes.mergetune.select=last",
                                            "method_options.mergetune.variant=paper", "method_options.mergetune.tau=0.25"),
                base=Capture)
     start, zeroshot = starts["colours"]
@@ -92,7 +92,7 @@ def test_paper_variant_starts_between_zero_shot_and_fine_tuned(tmp_path, coop_ru
 
 
 def test_without_from_run_the_base_is_trained_first(tmp_path):
-    seen, record = probed(tmp_path, "mergetune", fast("mergetune", 2, "method_options.mergetune.selection=last",
+    seen, record = probed(tmp_path, "mergetune", fast("mergetune", 2, "recipes.mergetune.select=last",
                                                       "method_options.mergetune.base=kgcoop",
                                                       "method_options.mergetune.base_recipe.iterations=3",
                                                       "method_options.mergetune.base_recipe.lr=0.5"))
@@ -100,43 +100,44 @@ def test_without_from_run_the_base_is_trained_first(tmp_path):
     assert all(s == "kgcoop trained in this run" for s in record["method_report"]["base_source"].values())
 
 
-def test_best_val_keeps_the_prompt_of_the_best_epoch(tmp_path, coop_run, monkeypatch):
+def test_best_val_is_the_recipe_and_restores_an_epoch_s_prompt(tmp_path, coop_run):
+    import yaml
+
     from condu_bench.baselines.mergetune import MergeTune
 
     out, _, _ = coop_run
-    scores = iter([0.2, 0.6, 0.6, 0.1] * 2)
-    snapshots = []
+    epochs = []
 
     class WithVal(MergeTune):
         def before_task(self, task, ctx):
             task.data.val = task.data.test  # the synthetic world has no val split
-            snapshots.clear()
+            epochs.clear()
             super().before_task(task, ctx)
 
-        def val_accuracy(self, task, ctx):
-            snapshots.append(self.prompt.ctx.detach().clone())
-            return next(scores)
+        def after_iteration(self, step, task, ctx):
+            super().after_iteration(step, task, ctx)
+            epochs.append(self.prompt.ctx.detach().cpu().clone())
 
     seen, record = probed(tmp_path, "mergetune", fast("mergetune", 4, f"method_options.mergetune.from_run={out}",
                                                       "recipes.mergetune.iterations=null", "recipes.mergetune.epochs=4",
                                                       "recipes.mergetune.batch_size=100", "recipes.mergetune.lr=0.5"),
                           base=WithVal)
-    # one batch per epoch (batch 100 > the training set): 4 epochs, the best (first of the two 0.6) is epoch 2
-    assert len(snapshots) == 4
-    assert torch.equal(seen["colours"]["method"]["prompt/ctx"], snapshots[1].cpu())
-    assert not torch.equal(snapshots[1], snapshots[3])
-    assert record["method_report"]["selected"]["colours"] == {"epoch": 2, "val_accuracy": 0.6}
+    run_dir = run_store.run_dir(tmp_path, "mergetune", record["seed"])
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["select"] == "best_val"
+    assert len(epochs) == 4  # one batch per epoch (batch 100 > the training set)
+    final = seen["colours"]["method"]["prompt/ctx"]
+    assert any(torch.equal(final, e) for e in epochs)
 
 
 def test_best_val_without_a_val_split_is_an_error(tmp_path, coop_run):
     out, _, _ = coop_run
-    with pytest.raises(UserError, match="selection=last"):
+    with pytest.raises(UserError, match="select=last"):
         run_probed(tmp_path, "mergetune", fast("mergetune", 1, f"method_options.mergetune.from_run={out}"))
 
 
 def test_missing_or_incompatible_base_runs_are_clear_errors(tmp_path, coop_run):
     out, _, record = coop_run
-    last = "method_options.mergetune.selection=last"
+    last = "recipes.mergetune.select=last"
     with pytest.raises(UserError, match="no finished run"):
         run_probed(tmp_path / "a", "mergetune", fast("mergetune", 1, f"method_options.mergetune.from_run={tmp_path}/nope", last))
     coop_dir = run_store.run_dir(out, "coop", record["seed"])
