@@ -22,7 +22,8 @@ epoch with the best validation accuracy, the first of equals; :mod:`condu_bench.
 The base (``base: coop | kgcoop``) is read from a finished run of it (``from_run``: its run directory
 ``<out>/<base>/seed<S>``, or the ``<out>`` holding it; same scenario and seed) -- the learned prompt it kept after the
 task (:mod:`condu_bench.task_states`) -- or, without ``from_run``, trained first on the same task in this run with the
-base's reference recipe (``base_recipe`` overrides its keys) and default options.
+base's reference recipe at the budget MergeTune's scripts give it (CoOp: ``vit_b16_ep100_ctxv1``, 100 epochs, batch
+32, ImageNet too), its default options and its last epoch kept; ``base_recipe`` overrides keys of that.
 
 Deviations: fp32 (the reference uses amp); the hand-crafted zero-shot features are those of the task's templates
 (``scenario.options.templates: coop`` gives KgCoOp's one template per dataset), averaged when there are several; the
@@ -50,6 +51,9 @@ from condu_bench.recipes import Recipe
 
 BASES = ("coop", "kgcoop", "clipfit")
 PROMPT_BASES = ("coop", "kgcoop")
+# MergeTune's scripts train the base with vit_b16_ep100_ctxv1 for every dataset (scripts/coop/base2new_train.sh: CoOp
+# at 100 epochs, ImageNet included; KgCoOp's own recipe is already 100 epochs)
+BASE_BUDGETS = {"coop": {"epochs": 100}}
 
 
 class ImagesWithTransform(torch.utils.data.Dataset):
@@ -165,17 +169,26 @@ class MergeTune(PromptLearning):
         self.sources[task.name] = f"{cfg.base} from {run_dir}"
         return learned.to(self.prompt.ctx.device)
 
+    def base_train_config(self, own: Any) -> Any:
+        """The base's train config: its recipe at the budget MergeTune's scripts give it, then ``base_recipe``; the
+        selection is not inherited from mergetune's (CoOp and KgCoOp keep the last epoch)."""
+        from condu_bench.recipes import resolve_train
+        from condu_bench.registries import METHODS
+
+        base = self.config.base
+        train = resolve_train(replace(own, select="last"), METHODS.get(base).recipe, BASE_BUDGETS.get(base), base)
+        return resolve_train(train, None, self.config.base_recipe, base)
+
     def train_base(self, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
         from condu_bench.config import from_dict
-        from condu_bench.recipes import resolve_train, task_iterations
+        from condu_bench.recipes import task_iterations
         from condu_bench.registries import METHODS
         from condu_bench.training.loop import train_task
 
         cls = METHODS.get(self.config.base)
         base = cls(from_dict(cls.Config, {"n_ctx": self.config.n_ctx, "ctx_init": self.config.ctx_init},
                              f"the {self.config.base} base of mergetune"))
-        # under the base's own recipe; select is not inherited from mergetune's (CoOp and KgCoOp keep the last epoch)
-        train = resolve_train(replace(ctx.train_config, select="last"), cls.recipe, self.config.base_recipe, self.config.base)
+        train = self.base_train_config(ctx.train_config)
         data = task.data
         info = TaskInfo(index=task.index, data=data, lr=train.lr_per_task.get(task.name, train.lr),
                         iterations=task_iterations(train, task.name, len(data.train), data.info.get("dataset")))

@@ -209,3 +209,42 @@ def test_the_plugin_s_released_loss_on_the_prompt_is_the_hand_computation():
         with_other = raw_class_features(m.prompt, classes, other)
         m.prompt.ctx.copy_(other)
         torch.testing.assert_close(with_other, raw_class_features(m.prompt, classes))
+
+
+def test_the_base_trains_with_mergetune_s_reference_budget_and_keeps_its_last_epoch():
+    from condu_bench.baselines.mergetune import MergeTune
+    from condu_bench.config import TrainConfig
+    from condu_bench.recipes import resolve_train
+
+    own = resolve_train(TrainConfig(), MergeTune.recipe, None, "mergetune")
+    assert own.select == "best_val" and own.batch_size == 128 and own.epochs == 100
+    coop = MergeTune(MergeTune.Config(base="coop")).base_train_config(own)
+    assert (coop.batch_size, coop.epochs, coop.epochs_per_task, coop.select) == (32, 100, {}, "last")
+    kg = MergeTune(MergeTune.Config(base="kgcoop", base_recipe={"iterations": 7, "lr": 0.01})).base_train_config(own)
+    assert (kg.batch_size, kg.iterations, kg.epochs, kg.lr, kg.select) == (128, 7, None, 0.01, "last")
+
+
+def test_mergetune_runs_base_to_novel_end_to_end_on_a_fake_coop_tree(tmp_path):
+    """The benchmark file with its default best-val selection, on the CoOp layout's val split; coop trained first."""
+    import fake_trees as ft
+    import yaml
+
+    from condu_bench.cli import main
+
+    root = tmp_path / "data"
+    for name in ("EuroSAT", "DTD"):
+        ft.build(root, name, "coop")
+    out = tmp_path / "out"
+    argv = ["run", "base_to_novel", f"data_root={root}", f"scenario.options.fewshot_cache={tmp_path / 'shots'}",
+            "--out", str(out), "scenario.options.datasets=EuroSAT,DTD", "scenario.options.shots=2",
+            "model.arch=condu-micro-vit", "model.pretrained=none", "num_workers=0", "eval.batch_size=16",
+            "eval.max_per_dataset=6", "seeds=1", "--no-progress", "methods=mergetune",
+            "recipes.mergetune.epochs=1", "recipes.mergetune.batch_size=8",
+            "method_options.mergetune.base_recipe.iterations=1", "method_options.mergetune.base_recipe.batch_size=4"]
+    assert main(argv) == 0
+    directory = out / "mergetune" / "seed1"
+    metrics = json.loads((directory / "metrics.json").read_text())
+    assert set(metrics["per_dataset"]) == {"EuroSAT", "DTD"}
+    assert list(metrics["method_report"]["base_source"].values()) == ["coop trained in this run"]  # the last stream's
+    train = yaml.safe_load((directory / "config.yaml").read_text())["train"]
+    assert (train["select"], train["epochs"], train["lr"]) == ("best_val", 1, 0.002)
