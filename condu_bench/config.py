@@ -46,21 +46,45 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    iterations: int = 100
+    """Training settings. A budget is ``iterations`` or ``epochs`` (one of them; neither means 100 iterations), a
+    warm-up ``warmup_steps`` or ``warmup_epochs`` (neither means 10 steps); see :mod:`condu_bench.recipes` for how a
+    method's reference recipe and ``recipes.<method>`` overrides are layered over this section."""
+
+    iterations: int | None = None
+    epochs: int | None = None  # passes over the task's training set (iterations = epochs x steps per epoch)
     batch_size: int = 32
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 1e-4
     lr_per_task: dict[str, float] = field(default_factory=dict)  # dataset name -> lr (e.g. Aircraft, MNIST)
     iterations_per_task: dict[str, int] = field(default_factory=dict)
+    epochs_per_task: dict[str, int] = field(default_factory=dict)
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
-    warmup_steps: int = 10
-    schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int | None = None
+    warmup_epochs: int | None = None
+    warmup_lr: float | None = None  # epoch_cosine: the constant lr of the warm-up epochs (Dassl's WARMUP_CONS_LR)
+    # cosine: linear warm-up, then cosine to 0 per step | constant | epoch_cosine: Dassl's (CoOp's) schedule, the lr
+    # set once per epoch: warm-up epochs at warmup_lr, then CosineAnnealingLR with T_max = all epochs
+    schedule: str = "cosine"
     label_smoothing: float = 0.2
     grad_clip_norm: float | None = None
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     train_templates: str = "first"  # first | all: templates of the text classifier used in the training loss
     augment: str = "model"  # model: the model's train transform | none: the eval transform
+    # The model a task keeps: last (after the last step) | best_val (the epoch with the best validation accuracy,
+    # first on ties, as Dassl's TEST.FINAL_MODEL best_val; needs a val split)
+    select: str = "last"
+
+
+# The values each choice of TrainConfig accepts (checked for the train section and every method's recipe).
+TRAIN_CHOICES = {
+    "optimizer": {"adamw", "sgd"},
+    "schedule": {"cosine", "constant", "epoch_cosine"},
+    "precision": {"auto", "fp32", "bf16"},
+    "train_templates": {"first", "all"},
+    "augment": {"model", "none"},
+    "select": {"last", "best_val"},
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +101,7 @@ class RunConfig:
     methods: list[str] = field(default_factory=lambda: ["zeroshot", "finetune"])
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> train keys over its reference recipe
     eval: EvalConfig = field(default_factory=EvalConfig)
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -281,19 +306,14 @@ def validate(config: RunConfig, where: str) -> None:
     stray = [k for k in config.method_options if k not in config.methods and k not in METHODS]
     if stray:
         raise UnknownNameError("method", stray[0], METHODS.names())
-    t = config.train
-    if t.iterations < 0 or t.batch_size < 1 or t.warmup_steps < 0:
-        raise UserError(f"{where}: train.iterations/warmup_steps must be >= 0 and train.batch_size >= 1")
-    checks = {
-        "train.optimizer": (t.optimizer, {"adamw", "sgd"}),
-        "train.schedule": (t.schedule, {"cosine", "constant"}),
-        "train.precision": (t.precision, {"auto", "fp32", "bf16"}),
-        "train.train_templates": (t.train_templates, {"first", "all"}),
-        "train.augment": (t.augment, {"model", "none"}),
-    }
-    for key, (value, allowed) in checks.items():
-        if value not in allowed:
-            raise UserError(f"{where}: {key}={value!r} is not one of {sorted(allowed)}")
+    stray = [k for k in config.recipes if k not in config.methods and k not in METHODS]
+    if stray:
+        raise UnknownNameError("method", stray[0], METHODS.names())
+    from condu_bench.recipes import check_train_config, check_train_keys
+
+    for name, keys in config.recipes.items():
+        check_train_keys(keys, f"{where}: recipes.{name}")
+    check_train_config(config.train, f"{where}: train")
     if not config.seeds:
         raise UserError(f"{where}: `seeds` is empty")
 

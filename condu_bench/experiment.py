@@ -13,6 +13,7 @@ from condu_bench import __version__, run_store
 from condu_bench.atomic_io import atomic_write_json, atomic_write_text
 from condu_bench.config import RunConfig, config_hash, from_dict, to_dict
 from condu_bench.errors import UserError, closest
+from condu_bench.recipes import resolve_train
 from condu_bench.registries import METHODS, SCENARIOS
 from condu_bench.resources import published_dir
 
@@ -29,9 +30,11 @@ def versions() -> dict[str, str]:
     return found
 
 
-def method_run_config(config: RunConfig, method: str, seed: int, method_config: Any) -> dict[str, Any]:
-    """The resolved config of one (method, seed) run: what is hashed and written as config.yaml."""
-    data = to_dict(replace(config, methods=[method], seeds=[seed], method_options={}, progress=True))
+def method_run_config(config: RunConfig, method: str, seed: int, method_config: Any, train: Any) -> dict[str, Any]:
+    """The resolved config of one (method, seed) run: what is hashed and written as config.yaml. ``train`` is the
+    method's resolved recipe (:func:`condu_bench.recipes.resolve_train`), which replaces the ``recipes`` layers."""
+    data = to_dict(replace(config, methods=[method], seeds=[seed], method_options={}, progress=True, train=train))
+    data.pop("recipes")
     data["method_options"] = {method: to_dict(method_config)}
     data.pop("progress")
     data.pop("num_workers")
@@ -114,14 +117,15 @@ def known_dataset_names() -> list[str]:
     return [*DATASETS.names(), *DOMAIN_NAMES]
 
 
-def check_per_task_keys(config: RunConfig, scenario: Any) -> None:
-    """Every key of ``train.lr_per_task`` / ``train.iterations_per_task`` must name a dataset: a task of the scenario,
-    or a known dataset that this order leaves out (a benchmark file's keys stay valid for a shorter order).
+def check_per_task_keys(config: RunConfig, scenario: Any, trains: dict[str, Any] | None = None) -> None:
+    """Every key of ``train.lr_per_task`` / ``iterations_per_task`` / ``epochs_per_task`` (of the train section and of
+    each method's resolved recipe in ``trains``) must name a dataset: a task of the scenario, or a known dataset that
+    this order leaves out (a benchmark file's keys stay valid for a shorter order).
     A misspelt name is an error with the closest task name."""
     tasks = list(dict.fromkeys(t.name for s in scenario.streams for t in s.train))
     known = set(tasks) | set(known_dataset_names())
-    for option in ("lr_per_task", "iterations_per_task"):
-        for key in getattr(config.train, option):
+    for option in ("lr_per_task", "iterations_per_task", "epochs_per_task"):
+        for key in {k for train in [config.train, *(trains or {}).values()] for k in getattr(train, option)}:
             if key not in known:
                 hint = closest(key, tasks) or closest(key, sorted(known))
                 suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
@@ -145,10 +149,12 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
         name: from_dict(cls.Config, config.method_options.get(name, {}), f"method_options.{name}")
         for name, cls in method_classes.items()
     }
+    trains = {name: resolve_train(config.train, getattr(cls, "recipe", None), config.recipes.get(name), name)
+              for name, cls in method_classes.items()}
     plans = []
     for seed in config.seeds:
         for name in config.methods:
-            run_config = method_run_config(config, name, seed, method_configs[name])
+            run_config = method_run_config(config, name, seed, method_configs[name], trains[name])
             digest = config_hash(run_config)
             directory = run_store.run_dir(out, name, seed)
             plans.append((seed, name, run_config, digest, directory, run_store.prepare(directory, digest, force)))
@@ -166,7 +172,7 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
     scenarios: dict[int, Any] = {}
     for seed in dict.fromkeys(p[0] for p in pending):  # all of them before any training: config errors surface now
         scenarios[seed] = build_scenario(dict(config.scenario.options), seed=seed, data_root=config.data_root)
-        check_per_task_keys(config, scenarios[seed])
+        check_per_task_keys(config, scenarios[seed], trains)
     device = pick_device(config.device)
     loaded = load_model(config.model, progress=config.progress)
     model = loaded.model.to(device)
@@ -176,8 +182,8 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
         log(f"[{action}] {name} seed {seed} -> {directory}")
         ctx = RunContext(
             model=model, tokenizer=loaded.tokenizer, device=device, pretrained_state=pretrained_state,
-            train_config=config.train, seed=seed, train_transform=loaded.train_transform,
-            eval_transform=loaded.eval_transform, autocast=autocast_factory(device, config.train.precision),
+            train_config=trains[name], seed=seed, train_transform=loaded.train_transform,
+            eval_transform=loaded.eval_transform, autocast=autocast_factory(device, trains[name].precision),
             scenario_name=scenario.name, data_root=config.data_root,
         )
         runner = MethodRun(method_classes[name], method_configs[name], config, scenario, ctx, directory, digest)

@@ -6,7 +6,8 @@ The runner owns the loop (data, optimizer, schedule, precision, evaluation, outp
 - what happens around tasks and iterations (``before_task``, ``after_iteration``, ``after_task``: weight
   ensembles, merging, consolidation),
 - optionally how to classify (``logits``: replaced inference such as experts or routers),
-- its state for resuming (``state_dict`` / ``load_state_dict``).
+- its state for resuming (``state_dict`` / ``load_state_dict``),
+- optionally its reference training recipe (``recipe``: see :mod:`condu_bench.recipes`).
 
 A plugin is one file with one class registered by name; its options are a dataclass ``Config``.
 """
@@ -142,6 +143,9 @@ class BaseMethod:
 
     name: ClassVar[str] = "base"
     trains: ClassVar[bool] = True
+    # The reference code's training recipe (condu_bench.recipes.Recipe), layered over the run's train section;
+    # None: the train section as it is.
+    recipe: ClassVar[Any] = None
 
     @dataclass(frozen=True)
     class Config:

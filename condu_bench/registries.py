@@ -28,6 +28,10 @@ METHODS.register_lazy("lwf_vr", f"{_B}.lwf_vr:LwFVR", "LwF-VR: LwF over random t
 METHODS.register_lazy("icarl", f"{_B}.icarl:ICaRL", "iCaRL: distillation from zero-shot CLIP on a herded exemplar memory of earlier datasets.")
 METHODS.register_lazy("wise_ft", f"{_B}.wise_ft:WiseFT", "WiSE-FT: interpolate the fine-tuned weights with the task's start after every task.")
 METHODS.register_lazy("condu", f"{_B}.condu:ConDU", "ConDU: full fine-tuning experts from theta_0, decoupled-unified; routed inference on unseen tasks.")
+METHODS.register_lazy("coop", f"{_B}.coop:CoOp", "CoOp: 4 learnable context vectors (\"a photo of a\") before the class name; frozen CLIP.")
+METHODS.register_lazy("cocoop", f"{_B}.cocoop:CoCoOp", "CoCoOp: CoOp's context shifted per image by a small meta-net on the image feature.")
+METHODS.register_lazy("kgcoop", f"{_B}.kgcoop:KgCoOp", "KgCoOp: CoOp plus lambda * (1 - cos) to the frozen hand-crafted class features (lambda = 8).")
+METHODS.register_lazy("mergetune", f"{_B}.mergetune:MergeTune", "MergeTune: continued fine-tuning of a finished CoOp/KgCoOp prompt with low-loss paths to it and to zero-shot CLIP.")
 METHODS.register_lazy("condu_lora", f"{_B}.condu_lora:ConDULoRA", "ConDU with LoRA experts (rank 64) on every MLP of both encoders.")
 
 # Scenarios: builders taking (options dict, seed) and returning a Scenario.

@@ -21,7 +21,8 @@ class ImageDataset(Protocol):
 class TaskData:
     """One dataset of a scenario.
 
-    ``train`` is None for evaluation-only datasets (cross-dataset / domain-generalisation targets).
+    ``train`` is None for evaluation-only datasets (cross-dataset / domain-generalisation targets); ``val`` is None
+    where the split convention has no validation split.
     ``split_convention`` records how train/test were made (e.g. ``"synthetic"``, ``"zscl"``, ``"coop"``)
     and is written into every result.
     """
@@ -32,6 +33,7 @@ class TaskData:
     test: ImageDataset
     train: ImageDataset | None = None
     split_convention: str = "unspecified"
+    val: ImageDataset | None = None  # a validation split (CoOp layouts), for methods that select a model on it
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -189,21 +189,24 @@ def build_base_to_novel(options: dict[str, Any], seed: int, data_root: str | Pat
         spec = get_spec(name)
         listing = loader.listing(spec, opts["layout"])
         info = loader.base_info(spec, listing, opts["layout"], shots)
-        train_all = loader.train_splits(spec, listing, opts["layout"], shots, info)["train"]  # drawn before the split
+        drawn = loader.train_splits(spec, listing, opts["layout"], shots, info)  # drawn before the split
         templates = _templates(spec, opts["templates"])
         halves = {}
         for half in ("base", "novel"):
             test, classnames = split_half(listing.splits["test"], listing.classnames, half)
             half_info = {**info, "half": half, "num_classes": len(classnames)}
-            train = None
+            train = val = None
             if half == "base":
-                train, _ = split_half(train_all, listing.classnames, "base")
+                train, _ = split_half(drawn["train"], listing.classnames, "base")
                 train = loader.finish(train, half_info, "train")
                 half_info["n_train"] = len(train)
+                if "val" in drawn:
+                    val = loader.finish(split_half(drawn["val"], listing.classnames, "base")[0], half_info, "val")
+                    half_info["n_val"] = len(val)
             test = loader.finish(test, half_info, "test")
             half_info["n_test"] = len(test)
             halves[half] = TaskData(name=f"{spec.name}/{half}", classnames=classnames, templates=templates, test=test,
-                                    train=train, split_convention=opts["layout"], info=half_info)
+                                    train=train, val=val, split_convention=opts["layout"], info=half_info)
         streams.append(Stream(spec.name, train=[halves["base"]], evaluate=[halves["base"], halves["novel"]]))
     return Scenario(name="base_to_novel", protocol="base_to_novel", streams=streams,
                     info={"layout": opts["layout"], "shots": shots, "templates": opts["templates"],
@@ -221,11 +224,13 @@ def _transfer(protocol: str, options: dict[str, Any], seed: int, data_root: Any,
     spec = get_spec(opts["source"])
     listing = loader.listing(spec, opts["layout"])
     info = loader.base_info(spec, listing, opts["layout"], shots)
-    train = loader.finish(loader.train_splits(spec, listing, opts["layout"], shots, info)["train"], info, "train")
+    drawn = loader.train_splits(spec, listing, opts["layout"], shots, info)
+    train = loader.finish(drawn["train"], info, "train")
+    val = loader.finish(drawn["val"], info, "val") if "val" in drawn else None
     test = loader.finish(listing.splits["test"], info, "test")
-    info.update(n_train=len(train), n_test=len(test), role="source")
+    info.update(n_train=len(train), n_test=len(test), n_val=len(val) if val is not None else 0, role="source")
     source = TaskData(name=spec.name, classnames=list(listing.classnames), templates=_templates(spec, opts["templates"]),
-                      train=train, test=test, split_convention=opts["layout"], info=info)
+                      train=train, val=val, test=test, split_convention=opts["layout"], info=info)
     target_tasks = []
     for name in _names(opts["targets"]):
         task = loader.eval_task(name, templates=opts["templates"])

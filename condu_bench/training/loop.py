@@ -12,7 +12,9 @@ from condu_bench.config import TrainConfig
 from condu_bench.errors import TrainingDiverged, UserError
 from condu_bench.method import Batch, RunContext, TaskInfo
 from condu_bench.training.device import derived_seed
-from condu_bench.training.schedule import warmup_cosine
+from condu_bench.recipes import steps_per_epoch
+from condu_bench.training.schedule import lr_schedule
+from condu_bench.training.selection import BestOnValidation
 
 
 def select_trainable(model: torch.nn.Module, method: Any) -> list[torch.nn.Parameter]:
@@ -66,7 +68,9 @@ def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, st
         method.after_task(task, ctx)
         return {"iterations": 0}
     optimizer = build_optimizer(params, cfg, task.lr)
-    scheduler = warmup_cosine(optimizer, cfg.warmup_steps, task.iterations, cfg.schedule)
+    scheduler = lr_schedule(optimizer, cfg, task.lr, task.iterations, len(dataset))
+    selection = BestOnValidation(method, task, ctx, params) if cfg.select == "best_val" else None
+    per_epoch = steps_per_epoch(len(dataset), cfg.batch_size)
     seed = derived_seed(ctx.seed, stream_index, task.index)
     torch.manual_seed(seed)  # augmentation randomness
     batches = endless_batches(dataset, cfg.batch_size, seed, num_workers, ctx.device.type == "cuda")
@@ -90,9 +94,13 @@ def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, st
         optimizer.step()
         scheduler.step()
         method.after_iteration(step, task, ctx)
+        if selection is not None and ((step + 1) % per_epoch == 0 or step + 1 == task.iterations):
+            selection.end_of_epoch(step // per_epoch)
         running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
         if step % 10 == 0:
             bar.set_postfix(loss=f"{running:.3f}")
     model.eval()
+    if selection is not None:
+        selection.restore()
     method.after_task(task, ctx)
-    return {"iterations": task.iterations, "final_loss": running}
+    return {"iterations": task.iterations, "final_loss": running, **(selection.report() if selection else {})}

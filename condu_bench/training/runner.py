@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from condu_bench import run_store
+from condu_bench import run_store, task_states
 from condu_bench.config import RunConfig
 from condu_bench.method import RunContext, TaskInfo
 from condu_bench.scenarios.avalanche_stream import build_avalanche_benchmark
@@ -62,12 +62,14 @@ class MethodRun:
         self.ctx.model.requires_grad_(False).eval()
 
     def task_info(self, index: int, stream: Stream) -> TaskInfo:
+        from condu_bench.recipes import task_iterations
+
         task = stream.train[index]
-        cfg = self.config.train
+        cfg = self.ctx.train_config  # this method's resolved recipe
         return TaskInfo(
             index=index,
             data=task,
-            iterations=cfg.iterations_per_task.get(task.name, cfg.iterations),
+            iterations=task_iterations(cfg, task.name, len(task.train), task.info.get("dataset")),
             lr=cfg.lr_per_task.get(task.name, cfg.lr),
         )
 
@@ -114,7 +116,7 @@ class MethodRun:
             result.rows = [row for _ in stream.train]
             self.report = method.report()
             return
-        train_tf = ctx.train_transform if self.config.train.augment == "model" else ctx.eval_transform
+        train_tf = ctx.train_transform if ctx.train_config.augment == "model" else ctx.eval_transform
         benchmark = build_avalanche_benchmark(stream, train_tf, ctx.eval_transform)
         for index, experience in enumerate(benchmark.train_stream):
             if index < done:
@@ -124,6 +126,8 @@ class MethodRun:
                        num_workers=self.config.num_workers, progress=self.config.progress)
             ctx.tasks_seen.append(info.data)
             result.rows.append(self.evaluate_row(method, stream))
+            if task_states.keeps_task_states(method.name):  # before the checkpoint that marks the task done
+                task_states.save_task_state(self.directory, stream.name, info.name, method, ctx.model)
             self.checkpoint(method, results, start)
         self.report = method.report()
 
