@@ -40,6 +40,7 @@ SCENARIOS.register_lazy(
     "condu_bench.scenarios.synthetic:build_synthetic_mtil",
     "MTIL over the embedded synthetic multi-domain world (no downloads).",
 )
+SCENARIOS.register_lazy("synthetic_b2n", "condu_bench.scenarios.synthetic_b2n:build_synthetic_b2n", "Base-to-novel over the embedded synthetic world: per domain, K shots, train base, evaluate base and novel.")
 SCENARIOS.register_lazy("mtil", "condu_bench.scenarios.real:build_mtil", "MTIL over the 11 real datasets (order I/II, zscl or coop splits, few-shot, task-agnostic).")
 SCENARIOS.register_lazy("base_to_novel", "condu_bench.scenarios.real:build_base_to_novel", "Base-to-novel: 16 shots over all classes, train base, evaluate base and novel (CoOp splits).")
 SCENARIOS.register_lazy("cross_dataset", "condu_bench.scenarios.real:build_cross_dataset", "Train on ImageNet (16 shots), evaluate ImageNet and the other 10 CoOp datasets (Avg-C).")
