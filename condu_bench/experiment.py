@@ -137,14 +137,14 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
     """Run every (seed, method) of ``config`` under ``out``; returns the metrics records (finished ones reused)."""
     import torch
 
-    from condu_bench.method import RunContext
+    from condu_bench.method import RunContext, check_method_class
     from condu_bench.models.loading import load_model
     from condu_bench.training.device import autocast_factory, pick_device
     from condu_bench.training.runner import MethodRun
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    method_classes = {name: METHODS.get(name) for name in config.methods}
+    method_classes = {name: check_method_class(name, METHODS.get(name)) for name in config.methods}
     method_configs = {
         name: from_dict(cls.Config, config.method_options.get(name, {}), f"method_options.{name}")
         for name, cls in method_classes.items()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -108,10 +108,12 @@ class RunContext:
         return teacher
 
 
-@runtime_checkable
 class Method(Protocol):
+    """What the runner calls on a plugin; :func:`check_method_class` holds every registered class to it."""
+
     name: ClassVar[str]
     trains: ClassVar[bool]
+    Config: ClassVar[type]  # a dataclass of the method's options (``method_options.<name>``)
 
     def setup(self, ctx: RunContext) -> None: ...
 
@@ -132,6 +134,23 @@ class Method(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def report(self) -> dict[str, Any]: ...
+
+
+def check_method_class(registered_as: str, cls: type) -> type:
+    """``cls`` if it has every member of :class:`Method` (hooks callable); else a UserError naming what is missing."""
+    import dataclasses
+
+    from condu_bench.errors import UserError
+
+    hooks = [n for n, v in vars(Method).items() if callable(v) and not n.startswith("_")]
+    missing = [n for n in Method.__annotations__ if not hasattr(cls, n)]
+    missing += [n for n in hooks if not callable(getattr(cls, n, None))]
+    if not missing and not dataclasses.is_dataclass(cls.Config):
+        missing.append("Config (a dataclass)")
+    if missing:
+        raise UserError(f"method {registered_as!r} ({cls.__module__}.{cls.__qualname__}) lacks {', '.join(missing)}: "
+                        "subclass condu_bench.method.BaseMethod, which supplies every hook's default")
+    return cls
 
 
 class BaseMethod:

@@ -16,6 +16,31 @@ def _cpu_threads():
     torch.set_num_threads(2)
 
 
+# The calibrated tiny CLIP (the full pretraining recipe) costs minutes on a fresh machine: only tests marked
+# `slow` may ask for it. Other tests use the micro CLIP or a tiny recipe; this guard makes a forgotten marker fail.
+_IN_SLOW_TEST = [False]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _IN_SLOW_TEST[0] = "slow" in item.keywords
+
+
+def pytest_configure(config):
+    from condu_bench.synthetic import pretrain
+
+    full_recipe_steps = pretrain.PretrainConfig().steps
+    original = pretrain.cached_tiny_clip
+
+    def guarded(cfg=None, *args, **kwargs):
+        if not _IN_SLOW_TEST[0] and (cfg is None or cfg.steps == full_recipe_steps):
+            raise AssertionError("this test loads the calibrated tiny CLIP (minutes on a fresh machine): mark it "
+                                 "@pytest.mark.slow or use the micro CLIP (tests/helpers.py micro_overrides)")
+        return original(cfg, *args, **kwargs)
+
+    pretrain.cached_tiny_clip = guarded
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

@@ -5,6 +5,9 @@ Every builder writes the folders, split files, .mat files, pickles or idx files 
 find. Datasets with up to ~100 classes get every class; the big ones (StanfordCars, SUN397, ImageNet) get
 the full class list in their metadata and images in some classes (or one image per class where the layout
 derives classes from folders).
+
+Every image is one flat colour that encodes the label the reader must give it (:func:`label_colour`; 16 levels
+per channel, which JPEG keeps), so a test can decode each image (:func:`decode_label`) and check its label.
 """
 
 from __future__ import annotations
@@ -30,18 +33,34 @@ class Expect:
     extra: dict = field(default_factory=dict)
 
 
-@lru_cache(maxsize=8)
-def jpeg_bytes(shade: int) -> bytes:
+UNREAD = 4095  # the code of images no class owns (e.g. Caltech101's BACKGROUND_Google)
+
+
+def label_colour(label: int) -> tuple[int, int, int]:
+    """Label 0..4095 as an RGB colour: one base-16 digit per channel, at the middle of its level."""
+    return tuple(16 * ((label >> shift) & 15) + 8 for shift in (0, 4, 8))
+
+
+def decode_label(image, grey: bool = False) -> int:
+    """The label :func:`label_colour` encoded in a (decoded, possibly JPEG-damaged) flat image; ``grey``: a
+    one-channel image (MNIST) that carries only the first digit."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(0)
+    digits = [int(np.clip(round((v - 8) / 16), 0, 15)) for v in pixels]
+    return digits[0] if grey else digits[0] + 16 * digits[1] + 256 * digits[2]
+
+
+@lru_cache(maxsize=None)
+def jpeg_bytes(label: int) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (shade * 37 % 256, shade * 91 % 256, shade * 53 % 256)).save(buf, "JPEG")
+    Image.new("RGB", (8, 8), label_colour(label)).save(buf, "JPEG")
     return buf.getvalue()
 
 
-def write_image(path: Path, shade: int = 0) -> None:
+def write_image(path: Path, label: int = 0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(jpeg_bytes(shade % 7))
+    path.write_bytes(jpeg_bytes(label))
 
 
 def truncate_image(path: Path) -> None:
@@ -78,10 +97,10 @@ def zscl_aircraft(root: Path, per_class: int = 2) -> Expect:
 
 def zscl_caltech101(root: Path, per_class: int = 3) -> Expect:
     images = root / "caltech101" / "101_ObjectCategories"
-    folders = ["BACKGROUND_Google"] + [f"cat_{i:03d}" for i in range(101)]
-    for f in folders:
+    folders = {"BACKGROUND_Google": UNREAD, **{f"cat_{i:03d}": i for i in range(101)}}
+    for f, label in folders.items():
         for k in range(per_class):
-            write_image(images / f / f"image_{k + 1:04d}.jpg", k)
+            write_image(images / f / f"image_{k + 1:04d}.jpg", label)
     n = 101 * per_class
     return Expect(101, {"train": int(0.8 * n), "test": n - int(0.8 * n)}, names_of("Caltech101"), images.parent)
 
@@ -94,7 +113,7 @@ def zscl_cifar100(root: Path, per_class: int = 2) -> Expect:
         pickle.dump({"fine_label_names": [n.replace(" ", "_") for n in names], "coarse_label_names": ["x"] * 20}, f)
     for split in ("train", "test"):
         labels = [c for c in range(100) for _ in range(per_class)]
-        data = (np.arange(len(labels) * 3072) % 251).astype(np.uint8).reshape(len(labels), 3072)
+        data = np.repeat(np.array([label_colour(c) for c in labels], np.uint8), 1024, axis=1)  # channel-major rows
         with open(folder / split, "wb") as f:
             pickle.dump({"data": data, "fine_labels": labels, "coarse_labels": [0] * len(labels)}, f)
     return Expect(100, {"train": 100 * per_class, "test": 100 * per_class}, names, folder)
@@ -175,7 +194,7 @@ def zscl_mnist(root: Path, per_class: int = 3, gz: bool = False) -> Expect:
     counts = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         labels = np.array([c for c in range(10) for _ in range(per_class)], dtype=np.uint8)
-        images = (np.arange(len(labels) * 784) % 255).astype(np.uint8).reshape(-1, 28, 28)
+        images = np.repeat(np.array([label_colour(c)[0] for c in labels], np.uint8), 784).reshape(-1, 28, 28)
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
         if gz:
@@ -342,8 +361,8 @@ def _imagenet_subset(root: Path, dataset: str, folder_name: str, image_dir: str)
     folder = root / folder_name
     indices = get_spec(dataset).data["imagenet_indices"]
     all_names = get_spec("ImageNet").classnames
-    for i in indices:
-        write_image(folder / image_dir / wnids()[i] / "x.jpg", i)
+    for position, i in enumerate(indices):
+        write_image(folder / image_dir / wnids()[i] / "x.jpg", position)
     (folder / image_dir / "README.txt").write_text("not a class\n")
     write_classnames_txt(folder / "classnames.txt")
     return Expect(200, {"test": 200}, [all_names[i] for i in indices], folder)

@@ -68,6 +68,37 @@ def test_wise_ft_endpoints_and_reference_interpolation(tmp_path, finetune_two_ta
     assert not torch.allclose(wise[1][KEY], 0.8 * ft[1][KEY] + 0.2 * start[KEY], atol=1e-6)  # task 2 starts elsewhere
 
 
+def test_wise_ft_merges_every_weight_of_every_task(tmp_path):
+    """Over three tasks: each task starts where the previous merge ended, and after it every floating weight is
+    0.8 * (its fine-tuned value) + 0.2 * (its value at the task start); integer buffers are left alone."""
+    snaps = []
+
+    class Probe(METHODS.get("wise_ft")):
+        def before_task(self, task, ctx):
+            snaps.append({"start": {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}})
+            super().before_task(task, ctx)
+
+        def after_task(self, task, ctx):
+            snaps[-1]["tuned"] = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
+            super().after_task(task, ctx)
+            snaps[-1]["merged"] = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
+
+    run_with_probe(tmp_path, "wise_ft", Probe)
+    assert len(snaps) == 3
+    for index, snap in enumerate(snaps):
+        if index:
+            assert all(torch.equal(snap["start"][k], snaps[index - 1]["merged"][k]) for k in snap["start"])
+        moved = 0
+        for k, start in snap["start"].items():
+            tuned, merged = snap["tuned"][k], snap["merged"][k]
+            if not start.is_floating_point():
+                assert torch.equal(merged, tuned), k
+                continue
+            assert torch.allclose(merged, 0.8 * tuned + 0.2 * start, atol=1e-6, rtol=1e-5), (index, k)
+            moved += not torch.equal(tuned, start)
+        assert moved > 10  # the task trained most tensors, so the check is not vacuous
+
+
 def test_wise_ft_alpha_zero_keeps_each_task_start(tmp_path):
     zero = states_after_each_task(tmp_path, "wise_ft", "scenario.options.order=shapes,colours",
                                   "method_options.wise_ft.alpha=0.0")
@@ -161,8 +192,18 @@ def test_random_token_sequences_are_framed_and_seeded():
 def test_lwf_with_zero_weights_is_finetune(tmp_path, finetune_two_tasks):
     lwf = states_after_each_task(tmp_path, "lwf", "scenario.options.order=shapes,colours",
                                  "method_options.lwf.image_weight=0", "method_options.lwf.text_weight=0")
-    for k in floats(finetune_two_tasks[1]):
-        assert torch.equal(lwf[1][k], finetune_two_tasks[1][k]), k
+    for task in (0, 1):
+        for k in floats(finetune_two_tasks[task]):
+            assert torch.equal(lwf[task][k], finetune_two_tasks[task][k]), (task, k)
+
+
+def test_lwf_vr_with_zero_weights_is_finetune(tmp_path, finetune_two_tasks):
+    lwf_vr = states_after_each_task(tmp_path, "lwf_vr", "scenario.options.order=shapes,colours",
+                                    "method_options.lwf_vr.sequences=16", "method_options.lwf_vr.image_weight=0",
+                                    "method_options.lwf_vr.text_weight=0")
+    for task in (0, 1):
+        for k in floats(finetune_two_tasks[task]):
+            assert torch.equal(lwf_vr[task][k], finetune_two_tasks[task][k]), (task, k)
 
 
 def test_lwf_distils_from_the_task_start_on_the_task_s_classes(tmp_path, finetune_two_tasks):
@@ -301,3 +342,17 @@ def test_zscl_reads_a_reference_folder_and_sentence_file(tmp_path):
     files = ImageFiles(sorted(p for p in (tmp_path / "ref").rglob("*.*")))
     with pytest.raises(UserError, match="bad.jpg"):
         [files[i] for i in range(len(files))]
+
+
+def test_soft_cross_entropy_and_kl_on_a_case_worked_by_hand():
+    from condu_bench.losses import distillation_kl, soft_cross_entropy
+
+    # student softmax [1/3, 2/3], teacher [1/2, 1/2]; at T = 2 the logits are doubled so the softened
+    # distributions are the same, and the T^2 factor multiplies the loss by 4
+    for t, scale in ((1.0, 1.0), (2.0, 4.0)):
+        student = torch.tensor([[0.0, t * torch.log(torch.tensor(2.0)).item()]])
+        teacher = torch.zeros(1, 2)
+        ce = -(0.5 * torch.log(torch.tensor(1 / 3)) + 0.5 * torch.log(torch.tensor(2 / 3))).item()
+        kl = ce - torch.log(torch.tensor(2.0)).item()  # KL = CE - H(teacher), H = ln 2
+        assert soft_cross_entropy(student, teacher, t).item() == pytest.approx(scale * ce, rel=1e-6)
+        assert distillation_kl(student, teacher, t).item() == pytest.approx(scale * kl, rel=1e-5)

@@ -91,10 +91,12 @@ def _check_listing(listing, expect):
     assert listing.counts() == expect.counts
     if expect.classnames is not None:
         assert listing.classnames == expect.classnames
-    for ds in listing.splits.values():
+    for split, ds in listing.splits.items():
         assert len(ds.targets) == len(ds) and all(0 <= t < expect.num_classes for t in ds.targets)
-    image, label = listing.splits["test"][0]
-    assert image.mode == "RGB" and label == listing.splits["test"].targets[0]
+        for i in range(len(ds)):  # every image's colour encodes the label the fake tree gave it
+            image, label = ds[i]
+            assert image.mode == "RGB" and label == ds.targets[i]
+            assert ft.decode_label(image, grey=listing.dataset == "MNIST") == label, (split, i)
 
 
 @pytest.mark.parametrize("name", MTIL_DATASETS)
@@ -282,7 +284,7 @@ def test_unknown_class_in_split_file(tmp_path):
     ft.zscl_aircraft(tmp_path, per_class=1)
     path = tmp_path / "fgvc-aircraft-2013b" / "data" / "images_variant_test.txt"
     path.write_text(path.read_text() + "999 Concorde\n")
-    with pytest.raises(DataLayoutError, match="unknown classes, e.g. '999 Concorde'"):
+    with pytest.raises(DataLayoutError, match="variants missing from variants.txt, e.g. '999 Concorde'"):
         load_listing(get_spec("Aircraft"), tmp_path, "zscl")
 
 

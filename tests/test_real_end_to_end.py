@@ -104,3 +104,50 @@ def test_every_benchmark_file_names_known_datasets_in_its_per_task_keys():
         for option in ("lr_per_task", "iterations_per_task"):
             unknown = set(getattr(config.train, option)) - known
             assert not unknown, (path.name, option, unknown)
+
+
+@pytest.mark.parametrize(("benchmark_file", "source", "targets", "build"), [
+    ("cross_dataset", "EuroSAT", ["DTD"], lambda root: [ft.build(root, n, "coop") for n in ("EuroSAT", "DTD")]),
+    ("domain_generalisation", "ImageNet", ["ImageNet-V2", "ImageNet-A"],
+     lambda root: [ft.coop_imagenet(root), ft.coop_imagenet_v2(root), ft.coop_imagenet_a(root)]),
+])
+def test_transfer_benchmarks_on_a_fake_coop_tree(tmp_path, benchmark_file, source, targets, build):
+    """Train on the source's shots, evaluate the source and every target; the average is over the targets only."""
+    root = tmp_path / "data"
+    build(root)
+    out = tmp_path / "out"
+    argv = ["run", benchmark_file, f"data_root={root}", f"scenario.options.source={source}",
+            f"scenario.options.targets={','.join(targets)}", "scenario.options.shots=1",
+            f"scenario.options.fewshot_cache={tmp_path / 'shots'}", "seeds=1", "--out", str(out), "--no-progress", *MICRO]
+    assert main(argv) == 0
+    records = {m: json.loads((out / m / "seed1" / "metrics.json").read_text()) for m in ("zeroshot", "finetune")}
+    for method, metrics in records.items():
+        assert metrics["protocol"] == benchmark_file and metrics["datasets"] == [source, *targets]
+        per = {name: row["accuracy"] for name, row in metrics["per_dataset"].items()}
+        assert metrics["source"] == per[source]
+        assert metrics["average"] == pytest.approx(sum(per[t] for t in targets) / len(targets))
+        info = metrics["dataset_info"]
+        assert info[source]["n_train"] == info[source]["num_classes"] and info[source]["role"] == "source"  # 1 shot
+        assert [info[t]["role"] for t in targets] == ["target"] * len(targets)
+
+
+def test_task_agnostic_mtil_on_a_fake_zscl_tree(tmp_path):
+    """Task-agnostic: each dataset is scored over the union of every class seen in the order, not its own."""
+    root = tmp_path / "data"
+    for build in (ft.zscl_mnist, ft.zscl_eurosat):
+        build(root)
+    out = tmp_path / "out"
+    for benchmark_file in ("mtil_order1_task_agnostic", "mtil_order1"):
+        argv = ["run", benchmark_file, f"data_root={root}", "scenario.options.order=MNIST,EuroSAT",
+                "--out", str(out / benchmark_file), "--no-progress", *MICRO]
+        assert main(argv) == 0
+    for method in ("zeroshot", "finetune"):
+        agnostic = json.loads((out / "mtil_order1_task_agnostic" / method / "seed0" / "metrics.json").read_text())
+        known = json.loads((out / "mtil_order1" / method / "seed0" / "metrics.json").read_text())
+        assert agnostic["task_agnostic"] is True and agnostic["datasets"] == ["MNIST", "EuroSAT"]
+        assert known.get("task_agnostic") in (False, None)
+    # the same zero-shot model scored over more classes: what is right task-agnostic is right task-known
+    for name in ("MNIST", "EuroSAT"):
+        zs_agnostic = json.loads((out / "mtil_order1_task_agnostic" / "zeroshot" / "seed0" / "metrics.json").read_text())
+        zs_known = json.loads((out / "mtil_order1" / "zeroshot" / "seed0" / "metrics.json").read_text())
+        assert zs_agnostic["per_dataset"][name]["last"] <= zs_known["per_dataset"][name]["last"]

@@ -140,9 +140,13 @@ def test_cache_builds_reuses_and_rebuilds(tmp_path, tiny_cfg):
         assert P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False) == path
     assert P.BUILD_COUNT == n0 + 1 and path.stat().st_mtime_ns == mtime
 
-    # the weights load into the open_clip model
+    # the weights load into the open_clip model: every tensor equal to the one saved
+    from safetensors.torch import load_file
+
     model, tok = P.load_tiny_clip(path, tiny_cfg)
-    assert tok(["a red circle."]).shape[0] == 1
+    saved, loaded = load_file(str(path)), model.state_dict()
+    assert set(saved) == set(loaded) and all(torch.equal(saved[k], loaded[k]) for k in saved)
+    assert tok(["a red circle."]).shape == (1, tok.context_length)
 
     # truncated weights -> warning + rebuild
     data = path.read_bytes()
@@ -206,3 +210,47 @@ def test_stale_fingerprint_is_rebuilt(tmp_path, tiny_cfg):
         P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False)
     assert P.BUILD_COUNT == n + 1
     assert P.read_sidecar(path)["fingerprint"] == tiny_cfg.fingerprint()
+
+
+def test_cache_that_does_not_load_is_rebuilt_but_os_errors_propagate(tmp_path, tiny_cfg, monkeypatch):
+    import safetensors.torch
+
+    from condu_bench.atomic_io import sha256_file
+    from condu_bench.synthetic import pretrain as P
+
+    path = P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False)
+    sidecar = path.with_suffix(".json")
+    path.write_bytes(b"not safetensors at all")  # a damaged file whose hash the sidecar vouches for
+    meta = json.loads(sidecar.read_text())
+    meta["sha256"] = sha256_file(path)
+    sidecar.write_text(json.dumps(meta))
+    n0 = P.BUILD_COUNT
+    with pytest.warns(RuntimeWarning, match="safetensors load failed"):
+        P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False)
+    assert P.BUILD_COUNT == n0 + 1
+
+    def denied(*args, **kwargs):
+        raise PermissionError("cache not readable")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", denied)  # not a damaged file: no silent rebuild
+    with pytest.raises(PermissionError):
+        P.cached_tiny_clip(tiny_cfg, cache_dir=tmp_path, progress=False)
+    assert P.BUILD_COUNT == n0 + 1
+
+
+def test_pretrain_command_builds_once_per_seed(tmp_path, tiny_cfg, monkeypatch, capsys):
+    import dataclasses
+
+    from condu_bench import cli
+    from condu_bench.synthetic import pretrain as P
+
+    monkeypatch.setattr(P, "PretrainConfig", lambda seed=0: dataclasses.replace(tiny_cfg, seed=seed))
+    n0 = P.BUILD_COUNT
+    assert cli.main(["pretrain", "--cache-dir", str(tmp_path), "--no-progress", "--seed", "3"]) == 0
+    path = capsys.readouterr().out.strip()
+    assert P.read_sidecar(P.Path(path))["config"]["seed"] == 3 and P.BUILD_COUNT == n0 + 1
+    assert cli.main(["pretrain", "--cache-dir", str(tmp_path), "--no-progress", "--seed", "3"]) == 0
+    assert capsys.readouterr().out.strip() == path and P.BUILD_COUNT == n0 + 1  # cached
+    assert cli.main(["pretrain", "--cache-dir", str(tmp_path), "--no-progress", "--seed", "3", "--rebuild"]) == 0
+    assert P.BUILD_COUNT == n0 + 2
+

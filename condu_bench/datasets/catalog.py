@@ -232,9 +232,6 @@ class _SpecTable:
     def __iter__(self):
         return iter(self._by_name.values())
 
-    def names(self) -> list[str]:
-        return list(self._by_name)
-
 
 SPECS = _SpecTable(_SPECS)
 MTIL_DATASETS = ["Aircraft", "Caltech101", "CIFAR100", "DTD", "EuroSAT", "Flowers102", "Food101", "MNIST", "OxfordPets",

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from condu_bench.datasets.images import ImageListDataset
-from condu_bench.datasets.loading import list_dirs, list_images, read_lines
+from condu_bench.datasets.loading import list_dirs, list_images, read_aircraft_variants, read_lines
 from condu_bench.datasets.spec import DataLayoutError, DatasetSpec, LayoutSpec, Listing
 
 
@@ -60,22 +60,7 @@ def read_split_zhou(spec: DatasetSpec, lay: LayoutSpec, folder: Path, root: Path
 
 def read_aircraft(spec: DatasetSpec, lay: LayoutSpec, folder: Path, root: Path) -> Listing:
     # CoOp FGVCAircraft: classnames = variants.txt; split lines "<image id> <variant with spaces>".
-    classes = read_lines(folder / "variants.txt")
-    index = {c: i for i, c in enumerate(classes)}
-    splits, files = {}, {}
-    for split in ("train", "val", "test"):
-        path = folder / f"images_variant_{split}.txt"
-        items, unknown = [], []
-        for line in read_lines(path):
-            image, _, variant = line.partition(" ")
-            if variant in index:
-                items.append((f"{image}.jpg", index[variant]))
-            else:
-                unknown.append(repr(line))
-        if unknown:
-            raise DataLayoutError(f"{spec.name}: {path} names {len(unknown)} variants missing from variants.txt, e.g. "
-                                  f"{', '.join(unknown[:5])}", path=path, problems=unknown[:5])
-        splits[split], files[split] = ImageListDataset(folder / "images", items), str(path)
+    classes, splits, files = read_aircraft_variants(spec, folder, ("train", "val", "test"))
     return Listing(spec.name, "coop", [_space(c) for c in classes], splits, folder, lay.split, files=files)
 
 

@@ -99,6 +99,32 @@ def read_lines(path: Path) -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
+def read_aircraft_variants(spec: DatasetSpec, folder: Path, splits: tuple[str, ...]) -> tuple[list[str], dict, dict[str, str]]:
+    """FGVC-Aircraft's own files, read the same way in both layouts: ``(variants, {split: dataset}, {split: file})``.
+
+    Classes are ``variants.txt`` in file order; ``images_variant_<split>.txt`` lines are ``"<image id> <variant>"``.
+    """
+    from condu_bench.datasets.images import ImageListDataset
+
+    classes = read_lines(folder / "variants.txt")
+    index = {c: i for i, c in enumerate(classes)}
+    datasets, files = {}, {}
+    for split in splits:
+        path = folder / f"images_variant_{split}.txt"
+        items, unknown = [], []
+        for line in read_lines(path):
+            image, _, variant = line.partition(" ")
+            if variant in index:
+                items.append((f"{image}.jpg", index[variant]))
+            else:
+                unknown.append(repr(line))
+        if unknown:
+            raise DataLayoutError(f"{spec.name}: {path} names {len(unknown)} variants missing from variants.txt, e.g. "
+                                  f"{', '.join(unknown[:5])}", path=path, problems=unknown[:5])
+        datasets[split], files[split] = ImageListDataset(folder / "images", items), str(path)
+    return classes, datasets, files
+
+
 def is_image(name: str) -> bool:
     return name.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"))
 

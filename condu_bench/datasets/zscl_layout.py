@@ -15,7 +15,7 @@ import pickle
 from pathlib import Path
 
 from condu_bench.datasets.images import ArrayImageDataset, ImageListDataset
-from condu_bench.datasets.loading import list_dirs, list_images, random_split_80_20, read_lines
+from condu_bench.datasets.loading import list_dirs, list_images, random_split_80_20, read_aircraft_variants, read_lines
 from condu_bench.datasets.spec import DataLayoutError, DatasetSpec, LayoutSpec, Listing
 
 
@@ -52,22 +52,7 @@ def _unknown(spec: DatasetSpec, path: Path, unknown: list[str]) -> DataLayoutErr
 
 def read_aircraft(spec: DatasetSpec, lay: LayoutSpec, folder: Path, root: Path) -> Listing:
     # torchvision FGVCAircraft(annotation_level="variant"): classes = data/variants.txt; ZSCL trains on "train".
-    data = folder / "data"
-    classes = read_lines(data / "variants.txt")
-    index = {c: i for i, c in enumerate(classes)}
-    splits, files = {}, {}
-    for split in ("train", "test"):
-        path = data / f"images_variant_{split}.txt"
-        items, unknown = [], []
-        for line in read_lines(path):
-            image, _, variant = line.partition(" ")
-            if variant not in index:
-                unknown.append(f"{line!r}")
-                continue
-            items.append((f"{image}.jpg", index[variant]))
-        if unknown:
-            raise _unknown(spec, path, unknown)
-        splits[split], files[split] = ImageListDataset(data / "images", items), str(path)
+    classes, splits, files = read_aircraft_variants(spec, folder / "data", ("train", "test"))
     return _listing(spec, lay, folder, [_space(c) for c in classes], splits, files)
 
 

@@ -206,29 +206,34 @@ def read_state_dict(path: Path, trust_torchscript: bool = False, sha256: str | N
     return checkpoint
 
 
-def create_model(cfg: ModelConfig, quick_gelu: bool) -> Any:
+def new_open_clip(arch: str, quick_gelu: bool = False) -> Any:
+    """An untrained open_clip model of ``arch`` (our JSON archs registered), initialised from torch's global RNG."""
+    import logging
+
     import open_clip
 
     from condu_bench.models.configs import register_model_configs
 
     register_model_configs()
-    if cfg.arch not in open_clip.list_models():
+    if arch not in open_clip.list_models():
         from condu_bench.errors import UnknownNameError
 
-        raise UnknownNameError("model architecture", cfg.arch, open_clip.list_models())
-    import torch
-
-    import logging
-
-    # open_clip warns that the model is "initialized randomly": true only until load_model loads the weights.
+        raise UnknownNameError("model architecture", arch, open_clip.list_models())
+    # open_clip warns that the model is "initialized randomly": true only until the caller loads weights.
     quiet = _DropMessage("No pretrained weights loaded")
     logging.getLogger().addFilter(quiet)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # untrained models (tests, from-scratch pretraining) start identical every time
-            return open_clip.create_model(cfg.arch, pretrained=None, force_quick_gelu=quick_gelu)
+        return open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu)
     finally:
         logging.getLogger().removeFilter(quiet)
+
+
+def create_model(cfg: ModelConfig, quick_gelu: bool) -> Any:
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # untrained models (tests, from-scratch runs) start identical every time
+        return new_open_clip(cfg.arch, quick_gelu)
 
 
 class _DropMessage:

@@ -37,11 +37,9 @@ def build_avalanche_benchmark(stream: Stream, train_transform: Any, eval_transfo
     if missing:
         raise ValueError(f"stream {stream.name!r}: datasets {missing} have no training split")
     train = [_taskaware(t.train, i, train_transform, eval_transform, "train") for i, t in enumerate(stream.train)]
-    test = [_taskaware(t.test, i, train_transform, eval_transform, "eval") for i, t in enumerate(stream.train)]
-    benchmark = with_task_labels(benchmark_from_datasets(train=train, test=test))
+    # no test stream: the runner evaluates every dataset of the stream itself (a whole accuracy-matrix row per task)
+    benchmark = with_task_labels(benchmark_from_datasets(train=train))
     for experience, task in zip(benchmark.train_stream, stream.train):
-        attach(experience, task)
-    for experience, task in zip(benchmark.test_stream, stream.train):
         attach(experience, task)
     return benchmark
 

@@ -24,19 +24,16 @@ DEFAULTS: dict[str, Any] = {
 
 
 class FewShotSubset:
-    """K items per class of a dataset, drawn with ``seed``; keeps ``targets`` in step."""
+    """K items per class of a dataset, drawn as real datasets' shots are (:func:`fewshot.draw_indices`)."""
 
-    def __init__(self, dataset: Any, shots: int, seed: int):
-        import numpy as np
+    def __init__(self, dataset: Any, shots: int, seed: str):
+        import random
 
-        rng = np.random.default_rng(seed)
-        targets = np.asarray(dataset.targets)
-        chosen = []
-        for label in np.unique(targets):
-            pool = np.flatnonzero(targets == label)
-            chosen.extend(rng.choice(pool, size=min(shots, len(pool)), replace=False).tolist())
-        self.dataset, self.indices = dataset, sorted(chosen)
-        self.targets = [int(targets[i]) for i in self.indices]
+        from condu_bench.datasets.fewshot import draw_indices
+
+        targets = [int(t) for t in dataset.targets]
+        self.dataset, self.indices = dataset, draw_indices(targets, shots, random.Random(seed))
+        self.targets = [targets[i] for i in self.indices]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -62,7 +59,7 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
         common = {"image_size": opts["image_size"], "seed": opts["data_seed"]}
         train = make_domain_split(name, "train", n_per_class=opts["n_train_per_class"], **common)
         if opts["shots"]:
-            train = FewShotSubset(train, int(opts["shots"]), seed * 1000 + index)
+            train = FewShotSubset(train, int(opts["shots"]), f"condu-fewshot|synthetic|{name}|{opts['shots']}|{seed}")
         test = make_domain_split(name, "test", n_per_class=opts["n_test_per_class"], **common)
         tasks.append(TaskData(
             name=name, classnames=domain_classnames(name), templates=domain_templates(name),

@@ -8,9 +8,7 @@ in a cache folder; the file name carries a fingerprint of the config, the model'
 
 Load the cached weights with::
 
-    from condu_bench.models.configs import register_model_configs
-    register_model_configs()
-    model = open_clip.create_model(cfg.arch, pretrained=str(cached_tiny_clip(cfg)))
+    model, tokenizer = load_tiny_clip(cached_tiny_clip(cfg), cfg)
 """
 from __future__ import annotations
 
@@ -29,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from condu_bench.atomic_io import atomic_write_bytes, atomic_write_json, sha256_file
+from condu_bench.training.schedule import warmup_cosine
 
 from .domains import DOMAIN_NAMES, GENERATOR_VERSION, make_caption_dataset, make_domain_split
 
@@ -96,48 +95,32 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _create_model(arch: str, pretrained: str | None = None):
-    import logging
-
-    import open_clip
-
-    from condu_bench.models.configs import register_model_configs
-
-    register_model_configs()
-    logger = logging.getLogger()
-    old = logger.level
-    logger.setLevel(logging.ERROR)  # silence "No pretrained weights loaded" for from-scratch models
-    try:
-        model = open_clip.create_model(arch, pretrained=pretrained)
-    finally:
-        logger.setLevel(old)
-    return model, open_clip.get_tokenizer(arch)
-
-
 def load_tiny_clip(path: Path | str | None = None, cfg: PretrainConfig | None = None):
     """``(model, tokenizer)`` with the cached (or given) weights loaded, in eval mode."""
+    import open_clip
+
+    from condu_bench.models.loading import load_weights_into, new_open_clip, read_state_dict
+
     cfg = cfg or PretrainConfig()
     path = Path(path) if path is not None else cached_tiny_clip(cfg)
-    model, tok = _create_model(cfg.arch, pretrained=str(path))
-    return model.eval(), tok
+    model = new_open_clip(cfg.arch)
+    load_weights_into(model, read_state_dict(path), path)
+    return model.eval(), open_clip.get_tokenizer(cfg.arch)
 
 
 @torch.no_grad()
 def zero_shot_accuracy(model, tokenizer, dataset, batch_size: int = 500) -> float:
-    """Top-1 of the template-ensemble zero-shot classifier (logits = 100 * cos) on a SyntheticImages."""
+    """Top-1 of the template-ensemble zero-shot classifier (the evaluator's) on a SyntheticImages."""
+    from condu_bench.models.classifier import cosine_logits, image_features, text_classifier
+
     model.eval()
-    weights = []
-    for c in dataset.classnames:
-        tokens = tokenizer([t.format(c) for t in dataset.templates])
-        e = F.normalize(model.encode_text(tokens), dim=-1).mean(0)
-        weights.append(F.normalize(e, dim=-1))
-    W = torch.stack(weights, 1)
+    classifier = text_classifier(model, tokenizer, dataset.classnames, dataset.templates)
     x = images_to_tensor(dataset.images)
     y = torch.tensor(dataset.targets)
     correct = 0
     for a in range(0, len(y), batch_size):
-        f = F.normalize(model.encode_image(x[a:a + batch_size]), dim=-1)
-        correct += int(((100.0 * f @ W).argmax(1) == y[a:a + batch_size]).sum())
+        logits = cosine_logits(image_features(model, x[a:a + batch_size]), classifier)
+        correct += int((logits.argmax(1) == y[a:a + batch_size]).sum())
     return correct / len(y)
 
 
@@ -176,7 +159,11 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
     torch.set_num_threads(max(1, int(cfg.threads)))
     try:
         torch.manual_seed(cfg.seed)
-        model, tokenizer = _create_model(cfg.arch)
+        import open_clip
+
+        from condu_bench.models.loading import new_open_clip
+
+        model, tokenizer = new_open_clip(cfg.arch), open_clip.get_tokenizer(cfg.arch)
         model.train()
 
         t0 = time.perf_counter()
@@ -190,11 +177,7 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
 
         opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
-        def lr_at(step: int) -> float:
-            if step < cfg.warmup_steps:
-                return cfg.lr * (step + 1) / cfg.warmup_steps
-            prog = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-            return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
+        schedule = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
 
         g = torch.Generator().manual_seed(cfg.seed)
         n = len(images)
@@ -207,8 +190,6 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
                 perm, ptr = torch.randperm(n, generator=g), 0
             idx = perm[ptr:ptr + bs]
             ptr += bs
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
             img_f, txt_f, scale = model(images_to_tensor(images[idx.numpy()]), texts[idx])[:3]
             logits = scale * img_f @ txt_f.t()
             # identical captions in a batch are positives too (soft targets), as in caption datasets
@@ -220,6 +201,7 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            schedule.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
             loss_hist.append(loss.item())
@@ -297,11 +279,12 @@ def _cache_problem(cfg: PretrainConfig, weights: Path, sidecar: Path) -> str | N
         return f"weights unreadable ({e.__class__.__name__})"
     if digest != meta.get("sha256"):
         return "sha256 of the weights does not match the sidecar"
-    try:
-        from safetensors.torch import load_file
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
+    try:
         load_file(str(weights))
-    except Exception as e:  # noqa: BLE001 - any load failure means corrupt
+    except SafetensorError as e:  # a damaged file; OSError, MemoryError and bugs propagate
         return f"safetensors load failed ({e.__class__.__name__})"
     return None
 
