@@ -186,3 +186,39 @@ def test_a_failing_run_is_reported_with_its_traceback_and_the_others_finish(tmp_
     printed = capsys.readouterr().out
     assert f"FAILED {failed['run_id']}" in printed and failed["log"] in printed
     assert (out / next(r.run_id for r in sweep.runs if r.method == "zeroshot") / "metrics.json").is_file()
+
+
+# ------------------------------------------------------------------ Ray and SLURM (submitit) executors
+
+def test_ray_executor_matches_local(local_sweep, tmp_path):
+    pytest.importorskip("ray", reason='the Ray executor needs Ray: pip install "condu-bench[ray]"')
+    from condu_bench.sweep.executors import RayExecutor
+
+    sweep, local_out, _ = local_sweep
+    out = tmp_path / "ray"
+    assert run_sweep(sweep, out, RayExecutor(num_cpus=2)) == 0  # a local Ray instance, two 1-CPU runs at a time
+    assert read_summary(out)["done"] == 4
+    assert results_of(out, sweep) == results_of(local_out, sweep)
+
+
+def test_slurm_executor_through_submitit_local_mode_matches_local(local_sweep, tmp_path):
+    pytest.importorskip("submitit", reason='the SLURM executor needs submitit: pip install "condu-bench[slurm]"')
+    from condu_bench.sweep.executors import SlurmExecutor
+
+    sweep, local_out, _ = local_sweep
+    out = tmp_path / "slurm"
+    assert run_sweep(sweep, out, SlurmExecutor(out / ".submitit", cluster="local")) == 0
+    assert read_summary(out)["done"] == 4
+    assert results_of(out, sweep) == results_of(local_out, sweep)
+    assert list((out / ".submitit").iterdir())  # submitit's job folders: the runs went through it
+
+
+def test_missing_extras_name_the_pip_extra(monkeypatch):
+    from condu_bench.sweep import executors
+
+    for module in ("ray", "submitit"):
+        monkeypatch.setitem(sys.modules, module, None)  # `import ray` now raises ImportError
+    with pytest.raises(UserError, match=r'pip install "condu-bench\[ray\]"'):
+        executors.make_executor("ray", Path("o"))
+    with pytest.raises(UserError, match=r'pip install "condu-bench\[slurm\]"'):
+        executors.make_executor("slurm", Path("o"))

@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--slurm-partition", help="slurm: partition to submit to")
     sweep.add_argument("--slurm-cluster", choices=["slurm", "local"], default="slurm",
                        help="slurm: 'local' runs the jobs through submitit's local executor (testing)")
+    sweep.add_argument("--busy-retry-s", type=float, default=10.0,
+                       help="how often to look again at runs that another live process is running (seconds)")
     sweep.set_defaults(func=cmd_sweep)
 
 
@@ -37,4 +39,4 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     executor = make_executor(args.executor, out, jobs=args.jobs, address=args.address,
                              slurm_cluster=args.slurm_cluster, slurm_partition=args.slurm_partition)
-    return run_sweep(sweep, out, executor)
+    return run_sweep(sweep, out, executor, busy_retry_s=args.busy_retry_s)
