@@ -37,6 +37,7 @@ def method_run_config(config: RunConfig, method: str, seed: int, method_config: 
     data["method_options"] = {method: to_dict(method_config)}
     data.pop("progress")
     data.pop("num_workers")
+    data.pop("logging")
     data["model"].pop("trust_torchscript")  # none of these changes results
     return data
 
@@ -147,6 +148,7 @@ def _run_locked(config: RunConfig, out: Path, force: bool, log, directory_for, h
 
     from condu_bench.method import RunContext
     from condu_bench.models.loading import load_model
+    from condu_bench.run_observer import make_observer
     from condu_bench.training.device import autocast_factory, pick_device
     from condu_bench.training.runner import MethodRun
 
@@ -197,9 +199,14 @@ def _run_locked(config: RunConfig, out: Path, force: bool, log, directory_for, h
             eval_transform=loaded.eval_transform, autocast=autocast_factory(device, config.train.precision),
             scenario_name=scenario.name, data_root=config.data_root,
         )
-        runner = MethodRun(method_classes[name], method_configs[name], config, scenario, ctx, directory, digest)
+        observer = make_observer(config.logging, directory, f"{name}-seed{seed}-{digest}", run_config)
+        runner = MethodRun(method_classes[name], method_configs[name], config, scenario, ctx, directory, digest, observer)
         started = time.time()
-        results, wall = runner.run(resume=action == "resume")
+        try:
+            results, wall = runner.run(resume=action == "resume")
+        finally:
+            if observer is not None:
+                observer.close()
         record = {
             "scenario": scenario.name, "protocol": scenario.protocol, "method": name, "seed": seed,
             **summarise(scenario, results),

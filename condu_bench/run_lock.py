@@ -137,6 +137,7 @@ class RunLock:
         self._depth = 0
 
     def acquire(self) -> RunLock:
+        missing = [d for d in (self.directory, *self.directory.parents) if not d.exists()]
         self.directory.mkdir(parents=True, exist_ok=True)
         key = self.path.resolve()
         with _held_guard:
@@ -148,6 +149,7 @@ class RunLock:
                               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))}).encode()
         for _ in range(5):
             if _create_exclusive(self.path, content):
+                self._created = missing  # removed again on release if nothing else was written into them
                 self._depth = 1
                 with _held_guard:
                     _held[key] = self
@@ -199,6 +201,11 @@ class RunLock:
                 self.path.unlink()
         except FileNotFoundError:
             pass
+        for directory in getattr(self, "_created", []):  # a lock leaves no trace in a run that wrote nothing
+            try:
+                directory.rmdir()
+            except OSError:
+                break  # not empty
 
     def __enter__(self) -> RunLock:
         held = self.acquire()

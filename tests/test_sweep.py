@@ -222,3 +222,25 @@ def test_missing_extras_name_the_pip_extra(monkeypatch):
         executors.make_executor("ray", Path("o"))
     with pytest.raises(UserError, match=r'pip install "condu-bench\[slurm\]"'):
         executors.make_executor("slurm", Path("o"))
+
+
+def test_progress_counts_states_and_estimates_the_eta_from_finished_runs(monkeypatch):
+    import io
+
+    from condu_bench.sweep import driver
+
+    clock = [1000.0]
+    monkeypatch.setattr(driver.time, "time", lambda: clock[0])
+    shown = io.StringIO()
+    progress = driver.SweepProgress(total=5, slots=2, stream=shown)
+    progress.states.update({r: "waiting" for r in "abcde"})
+    progress.set("a", "running")
+    progress.set("b", "running")
+    assert progress.line().endswith("| 2 running, 3 waiting")  # no ETA before a run finishes
+    clock[0] += 60
+    progress.set("a", "done")
+    clock[0] += 60
+    progress.set("b", "failed")
+    # runs took 60 s and 120 s; 3 left on 2 slots: two rounds of 90 s
+    assert progress.line() == "[sweep] 2/5 finished: 1 done, 0 skipped, 1 failed | 0 running, 3 waiting | ETA 3m00s"
+    assert shown.getvalue().count("\n") == 4  # one line per change
