@@ -105,7 +105,7 @@ def _read_owner(path: Path) -> tuple[dict[str, Any] | None, float]:
 def _create_exclusive(path: Path, content: bytes) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
+    except (FileExistsError, FileNotFoundError):
         return False
     try:
         os.write(fd, content)
@@ -148,6 +148,7 @@ class RunLock:
         content = json.dumps({"pid": os.getpid(), "host": _this_host(), "started": now, "token": self.token,
                               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))}).encode()
         for _ in range(5):
+            self.directory.mkdir(parents=True, exist_ok=True)  # again: a releasing owner may have removed it empty
             if _create_exclusive(self.path, content):
                 self._created = missing  # removed again on release if nothing else was written into them
                 self._depth = 1

@@ -85,9 +85,9 @@ def test_run_ids_are_stable_across_processes_and_machines_and_change_with_the_co
 
 
 def test_run_ids_do_not_collide_over_a_large_grid_and_duplicates_are_one_run(tmp_path):
-    lrs = [round(1e-5 * (k + 1), 8) for k in range(150)]
-    sweep = load_sweep(write_sweep(tmp_path, {"finetune": {"grid": {"train.lr": lrs}}}, seeds=(0, 1, 2)))
-    assert len({r.run_id for r in sweep.runs}) == len(sweep.runs) == 450
+    lrs = [round(1e-5 * (k + 1), 8) for k in range(100)]
+    sweep = load_sweep(write_sweep(tmp_path, {"finetune": {"grid": {"train.lr": lrs}}}, seeds=(0, 1)))
+    assert len({r.run_id for r in sweep.runs}) == len(sweep.runs) == 200
     # a grid value equal to what the overrides already set resolves to the same config: one run
     same = load_sweep(write_sweep(tmp_path, {"finetune": {"grid": {"train.iterations": [3, 3]}}}, name="dup"))
     assert len(same.runs) == 1
@@ -244,3 +244,29 @@ def test_progress_counts_states_and_estimates_the_eta_from_finished_runs(monkeyp
     # runs took 60 s and 120 s; 3 left on 2 slots: two rounds of 90 s
     assert progress.line() == "[sweep] 2/5 finished: 1 done, 0 skipped, 1 failed | 0 running, 3 waiting | ETA 3m00s"
     assert shown.getvalue().count("\n") == 4  # one line per change
+
+
+def test_slurm_job_script_requests_each_runs_resources(tmp_path, monkeypatch):
+    pytest.importorskip("submitit", reason='the SLURM executor needs submitit: pip install "condu-bench[slurm]"')
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from condu_bench.sweep.executors import SlurmExecutor
+    from condu_bench.sweep.spec import Resources
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")  # submitit looks for srun
+    executor = SlurmExecutor(tmp_path / "jobs", cluster="slurm", partition="gpu", parallelism=4)
+    slurm = executor._executor(Resources(gpus=1, cpus=10, mem_gb=64.0, time_min=240), "sweep")._executor
+    script = _make_sbatch_string(command="python run", folder=str(tmp_path), **slurm.parameters)
+    for line in ("--gpus-per-node=1", "--cpus-per-task=10", "--mem=64GB", "--time=240", "--partition=gpu",
+                 "--signal=USR2@120"):  # the signal submitit turns into a requeue before the time limit
+        assert f"#SBATCH {line}\n" in script, script
+    # on preemption / timeout submitit calls checkpoint(): the same call is requeued, and the worker resumes the run
+    from condu_bench.sweep.slurm_job import SweepRunJob
+
+    job = SweepRunJob()
+    requeued = job.checkpoint("/shared/out/run", 10)
+    assert requeued.function is job and requeued.args == ("/shared/out/run", 10)

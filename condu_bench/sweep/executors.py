@@ -7,6 +7,7 @@ imported only when their executor is chosen.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -151,7 +152,7 @@ class SlurmExecutor:
                                   "gpus_per_node": resources.gpus, "cpus_per_task": resources.cpus,
                                   "tasks_per_node": 1, "nodes": 1}
         if resources.mem_gb is not None:
-            params["mem_gb"] = resources.mem_gb
+            params["mem_gb"] = math.ceil(resources.mem_gb)  # SLURM takes whole units (--mem=64GB, not 64.0GB)
         if self.cluster == "slurm":
             params["slurm_signal_delay_s"] = 120  # time for the job to be requeued before it is killed
             if self.partition:
