@@ -6,7 +6,7 @@ itself survives a power loss. A reader therefore sees the old file or the new on
 temporary file is removed when anything fails. New files get the usual ``0o666 & ~umask`` permissions
 (:func:`tempfile.mkstemp` alone would leave them ``0o600``).
 
-Importing this module imports nothing outside the standard library.
+Importing this module imports nothing outside the standard library (and :mod:`condu_bench.errors`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file"]
+from condu_bench.errors import UserError
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file", "FileWriteError"]
+
+
+class FileWriteError(UserError, OSError):
+    """A write that failed (full disk, no permission, ...): names the file; its previous version is untouched."""
+
+    def __init__(self, path: Path, cause: OSError):
+        super().__init__(f"cannot write {path}: {cause.strerror or cause} (errno {cause.errno}); its previous version, "
+                         "if any, is unchanged. Free space or fix the permissions of that folder, then run the same "
+                         "command again to continue")
+        self.errno, self.filename = cause.errno, str(path)
+
+    def __str__(self) -> str:  # OSError's own would print only "[Errno N] None: path"
+        return self.args[0]
 
 
 def _default_mode() -> int:
@@ -58,17 +73,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             safetensors.torch.save_file(tensors, str(tmp))
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise FileWriteError(path, exc) from exc
     tmp = Path(name)
     try:
         yield tmp
         _fsync_path(tmp)
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, FileWriteError):
+            raise FileWriteError(path, exc) from exc
         raise
     _fsync_dir(path.parent)
 

@@ -224,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     dcheck.add_argument("--decode", action="store_true", help="also decode every image (slow; finds corrupt files)")
     dcheck.set_defaults(func=cmd_data_check)
 
+    from condu_bench.sweep.command import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
+
     models = sub.add_parser("models", help="model weights").add_subparsers(dest="models_command", required=True)
     mcheck = models.add_parser("check", help="find each model's weights (HF cache or local file) without network access",
                                description="Exit 0 only when every model checked is usable.")
@@ -250,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # KEY=VALUE overrides may come after options (`run CONFIG --out X a=b`), which plain argparse refuses.
     args, extra = parser.parse_known_args(argv)
-    positional_list = {"run": "items", "bench": "overrides"}.get(args.command)
+    positional_list = {"run": "items", "bench": "overrides", "sweep": "overrides"}.get(args.command)
     unknown = [e for e in extra if positional_list is None or e.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -94,6 +94,27 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class WandbConfig:
+    project: str = ""
+    entity: str | None = None
+    mode: str | None = None  # online | offline | disabled; None: wandb's own default (WANDB_MODE)
+
+    def __post_init__(self):
+        if not self.project:
+            raise ValueError("wandb needs a project: logging.wandb.project=NAME (or drop logging.wandb)")
+        if self.mode not in (None, "online", "offline", "disabled"):
+            raise ValueError(f"mode must be online, offline or disabled, got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Optional live logging of losses, learning rate and the growing accuracy matrix (never changes results)."""
+
+    tensorboard: bool = False  # event files under <run dir>/tensorboard
+    wandb: WandbConfig | None = None  # Weights & Biases run in <project>, files under <run dir>/wandb
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "run"
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
@@ -109,6 +130,7 @@ class RunConfig:
     num_workers: int = 0
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
     progress: bool = True
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------

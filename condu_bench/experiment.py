@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 import time
@@ -16,6 +17,7 @@ from condu_bench.errors import UserError, closest
 from condu_bench.recipes import resolve_train
 from condu_bench.registries import METHODS, SCENARIOS
 from condu_bench.resources import published_dir
+from condu_bench.run_lock import RunBusy, RunLock
 
 
 def versions() -> dict[str, str]:
@@ -38,6 +40,7 @@ def method_run_config(config: RunConfig, method: str, seed: int, method_config: 
     data["method_options"] = {method: to_dict(method_config)}
     data.pop("progress")
     data.pop("num_workers")
+    data.pop("logging")
     data["model"].pop("trust_torchscript")  # none of these changes results
     return data
 
@@ -133,12 +136,23 @@ def check_per_task_keys(config: RunConfig, scenario: Any, trains: dict[str, Any]
                                 f"(its tasks: {', '.join(tasks)})")
 
 
-def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print) -> list[dict[str, Any]]:
-    """Run every (seed, method) of ``config`` under ``out``; returns the metrics records (finished ones reused)."""
+def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print,
+                   directory_for=run_store.run_dir) -> list[dict[str, Any]]:
+    """Run every (seed, method) of ``config`` under ``out``; returns the metrics records (finished ones reused).
+
+    Each run directory (``directory_for(out, method, seed)``) is locked by this process from planning to the end
+    (:mod:`condu_bench.run_lock`); a run another live process holds is left to it (logged ``[busy]``, no record).
+    """
+    with contextlib.ExitStack() as held:
+        return _run_locked(config, out, force, log, directory_for, held)
+
+
+def _run_locked(config: RunConfig, out: Path, force: bool, log, directory_for, held: contextlib.ExitStack) -> list[dict[str, Any]]:
     import torch
 
     from condu_bench.method import RunContext, check_method_class
     from condu_bench.models.loading import load_model
+    from condu_bench.run_observer import make_observer
     from condu_bench.training.device import autocast_factory, pick_device
     from condu_bench.training.runner import MethodRun
 
@@ -156,7 +170,12 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
         for name in config.methods:
             run_config = method_run_config(config, name, seed, method_configs[name], trains[name])
             digest = config_hash(run_config)
-            directory = run_store.run_dir(out, name, seed)
+            directory = directory_for(out, name, seed)
+            try:
+                held.enter_context(RunLock(directory))
+            except RunBusy as busy:
+                log(f"[busy] {name} seed {seed}: {busy}")
+                continue
             plans.append((seed, name, run_config, digest, directory, run_store.prepare(directory, digest, force)))
     records: dict[tuple[int, str], dict[str, Any]] = {}
     for seed, name, _cfg, _digest, directory, action in plans:
@@ -186,9 +205,14 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
             eval_transform=loaded.eval_transform, autocast=autocast_factory(device, trains[name].precision),
             scenario_name=scenario.name, data_root=config.data_root,
         )
-        runner = MethodRun(method_classes[name], method_configs[name], config, scenario, ctx, directory, digest)
+        observer = make_observer(config.logging, directory, f"{name}-seed{seed}-{digest}", run_config)
+        runner = MethodRun(method_classes[name], method_configs[name], config, scenario, ctx, directory, digest, observer)
         started = time.time()
-        results, wall = runner.run(resume=action == "resume")
+        try:
+            results, wall = runner.run(resume=action == "resume")
+        finally:
+            if observer is not None:
+                observer.close()
         record = {
             "scenario": scenario.name, "protocol": scenario.protocol, "method": name, "seed": seed,
             **summarise(scenario, results),
@@ -197,6 +221,8 @@ def run_experiment(config: RunConfig, out: Path, force: bool = False, log=print)
             "dataset_info": dataset_info(scenario),
             "model": loaded.info, "device": str(device), "versions": versions(),
             "method_report": runner.report,
+            # SHA-256 of the last checkpoint (model + method state after the last task): equal for bit-identical runs
+            "final_state_sha256": (run_store.read_progress(directory) or {}).get("state_sha256"),
             "wall_time_s": round(wall, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started + wall)),
             "argv": sys.argv,
         }

@@ -22,6 +22,7 @@ from typing import Any
 
 from condu_bench.atomic_io import atomic_path, atomic_write_json, sha256_file
 from condu_bench.errors import UserError
+from condu_bench.run_lock import LOCK_NAME
 
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint"
@@ -67,7 +68,10 @@ def prepare(directory: Path, config_hash: str, force: bool) -> str:
                 "or choose another --out"
             )
         archive = directory.with_name(f"{directory.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.move(str(directory), archive)
+        archive.mkdir()
+        for child in directory.iterdir():
+            if child.name != LOCK_NAME:  # the lock stays: this process still holds the directory
+                shutil.move(str(child), archive / child.name)
         return "fresh"
     if not force:
         progress = read_progress(directory)

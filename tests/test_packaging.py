@@ -80,6 +80,7 @@ def _clean_env() -> dict[str, str]:
 def test_wheel_contains_benchmarks_published_numbers_and_baselines(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"condu_bench/benchmarks/{p.name}" for p in (ROOT / "benchmarks").glob("*.yaml")}
+    expected |= {f"condu_bench/benchmarks/sweeps/{p.name}" for p in (ROOT / "benchmarks" / "sweeps").glob("*.yaml")}
     published = ROOT / "results" / "published"
     expected |= {f"condu_bench/published/{p.relative_to(published).as_posix()}"
                  for p in published.rglob("*") if p.suffix in (".csv", ".md")}

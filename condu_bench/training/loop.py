@@ -56,8 +56,9 @@ def endless_batches(dataset: Any, batch_size: int, seed: int, num_workers: int, 
 
 
 def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, stream_index: int,
-               num_workers: int = 0, progress: bool = True) -> dict[str, float]:
-    """Run ``task.iterations`` optimizer steps on ``dataset`` (an Avalanche experience dataset)."""
+               num_workers: int = 0, progress: bool = True, observer: Any = None) -> dict[str, float]:
+    """Run ``task.iterations`` optimizer steps on ``dataset`` (an Avalanche experience dataset); ``observer``
+    (optional) gets each step's loss and learning rate."""
     from tqdm.auto import tqdm
 
     cfg: TrainConfig = ctx.train_config
@@ -91,12 +92,16 @@ def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, st
         loss.backward()
         if cfg.grad_clip_norm:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         method.after_iteration(step, task, ctx)
         if selection is not None and ((step + 1) % per_epoch == 0 or step + 1 == task.iterations):
             selection.end_of_epoch(step // per_epoch)
-        running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
+        value = loss.item()
+        running = 0.9 * running + 0.1 * value if step else value
+        if observer is not None:
+            observer.on_step(task.index, step, value, lr)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{running:.3f}")
     model.eval()

@@ -48,13 +48,14 @@ def join_method_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -
 
 class MethodRun:
     def __init__(self, method_cls: type, method_config: Any, config: RunConfig, scenario: Scenario, ctx: RunContext,
-                 directory: Path, config_hash: str):
+                 directory: Path, config_hash: str, observer: Any = None):
         self.method_cls, self.method_config = method_cls, method_config
         self.config, self.scenario, self.ctx = config, scenario, ctx
         self.directory, self.config_hash = directory, config_hash
         self.evaluator = Evaluator(ctx, config.eval.batch_size, config.num_workers, config.eval.max_per_dataset, config.progress)
         self.base_model = ctx.model  # a method may swap in its own model in setup; each stream starts from this one
         self.report: dict[str, Any] = {}
+        self.observer = observer  # optional live logging (condu_bench.run_observer), called per step and per row
 
     def reset_model(self) -> None:
         self.ctx.model = self.base_model
@@ -118,16 +119,20 @@ class MethodRun:
             return
         train_tf = ctx.train_transform if ctx.train_config.augment == "model" else ctx.eval_transform
         benchmark = build_avalanche_benchmark(stream, train_tf, ctx.eval_transform)
+        if self.observer is not None:
+            self.observer.start_stream(s_index, stream.name, [self.task_info(i, stream).iterations for i in range(len(stream.train))])
         for index, experience in enumerate(benchmark.train_stream):
             if index < done:
                 continue
             info = self.task_info(index, stream)
             train_task(method, info, experience.dataset.train(), ctx, stream_index=s_index,
-                       num_workers=self.config.num_workers, progress=self.config.progress)
+                       num_workers=self.config.num_workers, progress=self.config.progress, observer=self.observer)
             ctx.tasks_seen.append(info.data)
             result.rows.append(self.evaluate_row(method, stream))
             if task_states.keeps_task_states(method.name):  # before the checkpoint that marks the task done
                 task_states.save_task_state(self.directory, stream.name, info.name, method, ctx.model)
+            if self.observer is not None:
+                self.observer.on_row(index, result.rows, result.step_names, result.column_names)
             self.checkpoint(method, results, start)
         self.report = method.report()
 
