@@ -29,6 +29,7 @@ METHODS.register_lazy("icarl", f"{_B}.icarl:ICaRL", "iCaRL: distillation from ze
 METHODS.register_lazy("wise_ft", f"{_B}.wise_ft:WiseFT", "WiSE-FT: interpolate the fine-tuned weights with the task's start after every task.")
 METHODS.register_lazy("condu", f"{_B}.condu:ConDU", "ConDU: full fine-tuning experts from theta_0, decoupled-unified; routed inference on unseen tasks.")
 METHODS.register_lazy("condu_lora", f"{_B}.condu_lora:ConDULoRA", "ConDU with LoRA experts (rank 64) on every MLP of both encoders.")
+METHODS.register_lazy("moe_adapters", f"{_B}.moe_adapters:MoEAdapters", "MoE-Adapters: frozen CLIP, adapter experts with per-task noisy top-k routers, autoencoder task selector.")
 
 # Scenarios: builders taking (options dict, seed) and returning a Scenario.
 SCENARIOS.register_lazy(
