@@ -120,6 +120,7 @@ class MoEAdapters(BaseMethod):
         route(ctx.model, task.index)
         for _, moe in mixtures(ctx.model):
             moe.usage.zero_()
+            moe.track_balance = self.config.balance_loss_weight > 0
 
     def trainable_parameters(self, model: torch.nn.Module):
         chosen = []

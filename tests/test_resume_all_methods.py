@@ -12,6 +12,7 @@ OPTIONS = {
              "method_options.zscl.ensemble_every=2"],
     "lwf_vr": ["method_options.lwf_vr.sequences=32"],
     "condu_lora": ["method_options.condu_lora.rank=4"],
+    "moe_adapters": ["method_options.moe_adapters.selector_iterations=4", "method_options.moe_adapters.num_experts=4"],
 }
 
 

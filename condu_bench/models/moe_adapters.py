@@ -94,6 +94,7 @@ class MixtureOfAdapters(nn.Module):
         self.top_k, self.noise_epsilon, self.noisy_gating = top_k, noise_epsilon, noisy_gating
         self.active: int | None = None  # router in use; None bypasses the experts
         self.usage = torch.zeros(num_experts, dtype=torch.long)  # samples routed to each expert while training
+        self.track_balance = False  # keep the load-balancing term of each training forward (it holds the graph)
         self.balance_loss: torch.Tensor | None = None  # cv^2(importance) + cv^2(load) of the last training forward
 
     def gates(self, first_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +109,8 @@ class MixtureOfAdapters(nn.Module):
         gates, load = self.gates(tokens[:, 0])
         if self.training:
             self.usage += (gates > 0).sum(0).cpu()
-            self.balance_loss = cv_squared(gates.sum(0)) + cv_squared(load)
+            if self.track_balance:
+                self.balance_loss = cv_squared(gates.sum(0)) + cv_squared(load)
         out = torch.zeros_like(tokens)
         for e in (gates > 0).any(0).nonzero().flatten().tolist():
             rows = gates[:, e].nonzero().flatten()
@@ -163,9 +165,12 @@ def mixtures(model: nn.Module) -> Iterator[tuple[str, MixtureOfAdapters]]:
 
 
 def route(model: nn.Module, router: int | None) -> None:
-    """Select router ``router`` in every adapted block (``None``: the pretrained model, experts bypassed)."""
+    """Select router ``router`` in every adapted block (``None``: the pretrained model, experts bypassed; this also
+    drops the last load-balancing terms, so that the model can be deep-copied)."""
     for _, moe in mixtures(model):
         moe.active = router
+        if router is None:
+            moe.balance_loss = None
 
 
 def balance_loss(model: nn.Module) -> torch.Tensor:
