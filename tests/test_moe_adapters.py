@@ -281,7 +281,7 @@ def test_balance_term_is_kept_only_when_asked_and_reaches_the_router(micro):
     copy.deepcopy(model)
 
 
-@pytest.mark.parametrize("bench", ["mtil_order1_moe", "mtil_fewshot_moe"])
+@pytest.mark.parametrize("bench", ["mtil_order1", "mtil_fewshot"])
 def test_moe_benchmark_files_run_on_a_fake_zscl_tree(tmp_path, bench):
     import json
 
@@ -293,11 +293,11 @@ def test_moe_benchmark_files_run_on_a_fake_zscl_tree(tmp_path, bench):
     for build in (ft.zscl_mnist, ft.zscl_eurosat):
         build(root)
     out = tmp_path / "out"
-    argv = ["run", bench, f"data_root={root}", "scenario.options.order=MNIST,EuroSAT", "--out", str(out), "--no-progress",
+    argv = ["run", bench, "methods=[moe_adapters]", f"data_root={root}", "scenario.options.order=MNIST,EuroSAT", "--out", str(out), "--no-progress",
             "model.arch=condu-micro-vit", "model.pretrained=none", "train.iterations=2", "train.batch_size=4",
             "train.warmup_steps=1", "num_workers=0", "eval.batch_size=16", "method_options.moe_adapters.num_experts=4",
             "method_options.moe_adapters.selector_iterations=2", "method_options.moe_adapters.selector_batch_size=4"]
-    if bench == "mtil_fewshot_moe":
+    if bench == "mtil_fewshot":
         argv.append("scenario.options.shots=2")
     assert main(argv) == 0
     metrics = json.loads((out / "moe_adapters" / "seed0" / "metrics.json").read_text())
