@@ -64,6 +64,9 @@ OPTIONS = {
     "zscl": ["method_options.zscl.reference_pairs=16", "method_options.zscl.ref_batch_size=4"],
     "lwf_vr": ["method_options.lwf_vr.sequences=32"],
     "condu_lora": ["method_options.condu_lora.rank=4"],
+    # MergeTune selects on a val split the synthetic world lacks, and trains its base prompt first: a tiny one.
+    "mergetune": ["recipes.mergetune.select=last", "recipes.mergetune.iterations=1", "recipes.mergetune.batch_size=4",
+                  "method_options.mergetune.base_recipe.iterations=1", "method_options.mergetune.base_recipe.batch_size=4"],
 }
 
 

@@ -122,7 +122,8 @@ def test_trusting_torchscript_does_not_change_the_config_hash():
     from condu_bench.experiment import method_run_config
 
     plain, trusted = RunConfig(), RunConfig(model=ModelConfig(trust_torchscript=True))
-    assert config_hash(method_run_config(plain, "finetune", 0, None)) == config_hash(method_run_config(trusted, "finetune", 0, None))
+    assert config_hash(method_run_config(plain, "finetune", 0, None, plain.train)) == \
+        config_hash(method_run_config(trusted, "finetune", 0, None, trusted.train))
 
 
 def test_unreadable_files_are_user_errors_but_os_errors_propagate(tmp_path, monkeypatch):

@@ -169,9 +169,17 @@ def run_identity(config: RunConfig, method: str, seed: int) -> tuple[str, dict[s
 
     cls = METHODS.get(method)
     method_config = from_dict(cls.Config, config.method_options.get(method, {}), f"method_options.{method}")
-    run_config = method_run_config(config, method, seed, method_config)
+    run_config = method_run_config(config, method, seed, method_config, method_train(config, method))
     digest = config_hash(_without_machine_local(run_config))[:HASH_LENGTH]
     return f"{method}-seed{seed}-{digest}", run_config
+
+
+def method_train(config: RunConfig, method: str) -> Any:
+    """The method's resolved train config: the train section < its reference recipe < ``recipes.<method>``."""
+    from condu_bench.recipes import resolve_train
+    from condu_bench.registries import METHODS
+
+    return resolve_train(config.train, getattr(METHODS.get(method), "recipe", None), config.recipes.get(method), method)
 
 
 def planned_tasks(config: RunConfig) -> list[str] | None:
@@ -200,7 +208,9 @@ def training_cost(config: RunConfig, method: str) -> tuple[int | None, int | Non
         return None, None
     if not METHODS.get(method).trains:
         return 0, len(tasks)
-    train = config.train
+    train = method_train(config, method)
+    if train.epochs is not None or train.epochs_per_task:
+        return None, len(tasks)  # a budget in epochs depends on the training-set sizes, known only once data is read
     return sum(train.iterations_per_task.get(t, train.iterations) for t in tasks), len(tasks)
 
 
