@@ -9,7 +9,7 @@ import yaml
 
 from condu_bench.cli import main
 
-PROMPT_METHODS = ("coop", "cocoop", "kgcoop")
+PROMPT_METHODS = ("coop", "cocoop", "kgcoop", "clipfit")
 MICRO = ["model.arch=condu-micro-vit", "model.pretrained=none", "num_workers=0", "eval.batch_size=16",
          "eval.max_per_dataset=6", "seeds=1", "--no-progress", f"methods={','.join(PROMPT_METHODS)}",
          *[f"recipes.{m}.{k}" for m in PROMPT_METHODS for k in ("iterations=2", "batch_size=4")]]

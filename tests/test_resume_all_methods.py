@@ -13,7 +13,7 @@ OPTIONS = {
     "lwf_vr": ["method_options.lwf_vr.sequences=32"],
     "condu_lora": ["method_options.condu_lora.rank=4"],
     # Methods with a reference recipe in epochs: a budget of a few steps of their own.
-    **{m: [f"recipes.{m}.iterations=3", f"recipes.{m}.batch_size=4"] for m in ("coop", "cocoop", "kgcoop")},
+    **{m: [f"recipes.{m}.iterations=3", f"recipes.{m}.batch_size=4"] for m in ("coop", "cocoop", "kgcoop", "clipfit")},
     "mergetune": ["recipes.mergetune.iterations=3", "recipes.mergetune.batch_size=4", "recipes.mergetune.select=last",
                   "method_options.mergetune.base_recipe.iterations=2", "method_options.mergetune.base_recipe.batch_size=4"],
     "moe_adapters": ["method_options.moe_adapters.selector_iterations=4", "method_options.moe_adapters.num_experts=4"],
