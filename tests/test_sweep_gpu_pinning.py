@@ -1,0 +1,56 @@
+"""The local executor pins each run to one GPU, never two runs on one GPU at once, and divides CPU threads."""
+
+from types import SimpleNamespace
+
+from condu_bench.sweep import executors
+
+
+class FakeProcess:
+    def __init__(self, log, env, polls_left):
+        self.env, self.polls_left = env, polls_left
+        log.append(("start", env["CUDA_VISIBLE_DEVICES"]))
+        self.log = log
+
+    def poll(self):
+        self.polls_left -= 1
+        if self.polls_left > 0:
+            return None
+        self.log.append(("end", self.env["CUDA_VISIBLE_DEVICES"]))
+        return 0
+
+
+def run_items(monkeypatch, executor, n):
+    log, threads = [], []
+
+    def start(directory, n_threads, env):
+        threads.append(n_threads)
+        return FakeProcess(log, env, polls_left=1 + len(log) % 3)
+
+    monkeypatch.setattr(executors.worker, "start", start)
+    monkeypatch.setattr(executors, "POLL_S", 0)
+    items = [(SimpleNamespace(run_id=f"run{i}"), f"/tmp/run{i}") for i in range(n)]
+    done = []
+    executor.run(items, started=lambda rid: None, finished=lambda rid, code: done.append((rid, code)))
+    return log, threads, done
+
+
+def test_runs_are_pinned_one_per_gpu(monkeypatch):
+    executor = executors.LocalExecutor(jobs=3, gpus=["2", "5"], cpu_count=16)
+    assert executor.jobs == 2  # no more runs at once than GPUs
+    log, threads, done = run_items(monkeypatch, executor, 5)
+    assert sorted(rid for rid, _ in done) == [f"run{i}" for i in range(5)] and all(code == 0 for _, code in done)
+    busy = set()
+    for event, gpu in log:
+        assert gpu in {"2", "5"}
+        if event == "start":
+            assert gpu not in busy, f"two runs on GPU {gpu} at once"
+            busy.add(gpu)
+        else:
+            busy.remove(gpu)
+    assert threads == [8] * 5
+
+
+def test_without_gpus_runs_see_no_gpu_and_share_the_cores(monkeypatch):
+    executor = executors.LocalExecutor(jobs=2, gpus=[], cpu_count=2)
+    log, threads, done = run_items(monkeypatch, executor, 3)
+    assert {gpu for _, gpu in log} == {""} and threads == [1, 1, 1] and len(done) == 3
