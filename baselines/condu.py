@@ -206,4 +206,6 @@ class ConDU(BaseMethod):
         return {"storage_bytes": {"unified": unified, "masks_per_task": masks, "rescalers": 4 * len(self.rescalers),
                                   "prototypes": sum(storage_bytes({"p": p}) for p in self.prototypes),
                                   "total": unified + sum(masks) + 4 * len(self.rescalers)},
-                "tasks": list(self.task_names)}
+                "tasks": list(self.task_names),
+                # what a task adds: its packed mask and rescaler (U is shared by all tasks)
+                "per_task_storage_mib": round((sum(masks) / max(1, len(masks)) + 4) / 2**20, 3)}

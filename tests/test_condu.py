@@ -49,6 +49,14 @@ def test_experts_start_from_theta0_and_the_first_is_used_at_step_one(tmp_path):
     assert seen == [("start", True), ("expert", True, True), ("start", True)]
     storage = record["method_report"]["storage_bytes"]
     assert len(storage["masks_per_task"]) == 2 and storage["unified"] > 8 * max(storage["masks_per_task"])
+    report = record["method_report"]
+    assert report["per_task_storage_mib"] == round((sum(storage["masks_per_task"]) / 2 + 4) / 2**20, 3)
+    # every weight but logit_scale trains in each expert: the count the cost block shows
+    from condu_bench.models.loading import new_open_clip
+
+    micro = new_open_clip("condu-micro-vit")
+    assert report["trainable_parameters"] == sum(p.numel() for n, p in micro.named_parameters() if n != "logit_scale")
+    assert "peak_gpu_memory_mib" not in report  # CPU run: nothing to measure
 
 
 def test_prototypes_come_from_the_shots_actually_trained_on(tmp_path):

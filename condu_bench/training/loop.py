@@ -108,4 +108,5 @@ def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, st
     if selection is not None:
         selection.restore()
     method.after_task(task, ctx)
-    return {"iterations": task.iterations, "final_loss": running, **(selection.report() if selection else {})}
+    return {"iterations": task.iterations, "final_loss": running, "trainable_parameters": sum(p.numel() for p in params),
+            **(selection.report() if selection else {})}

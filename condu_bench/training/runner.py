@@ -55,6 +55,7 @@ class MethodRun:
         self.evaluator = Evaluator(ctx, config.eval.batch_size, config.num_workers, config.eval.max_per_dataset, config.progress)
         self.base_model = ctx.model  # a method may swap in its own model in setup; each stream starts from this one
         self.report: dict[str, Any] = {}
+        self.trainable_parameters = 0  # the most any task trained (methods may train more in later tasks)
         self.observer = observer  # optional live logging (condu_bench.run_observer), called per step and per row
 
     def reset_model(self) -> None:
@@ -125,8 +126,9 @@ class MethodRun:
             if index < done:
                 continue
             info = self.task_info(index, stream)
-            train_task(method, info, experience.dataset.train(), ctx, stream_index=s_index,
-                       num_workers=self.config.num_workers, progress=self.config.progress, observer=self.observer)
+            stats = train_task(method, info, experience.dataset.train(), ctx, stream_index=s_index,
+                               num_workers=self.config.num_workers, progress=self.config.progress, observer=self.observer)
+            self.trainable_parameters = max(self.trainable_parameters, stats.get("trainable_parameters", 0))
             ctx.tasks_seen.append(info.data)
             result.rows.append(self.evaluate_row(method, stream))
             if task_states.keeps_task_states(method.name):  # before the checkpoint that marks the task done
@@ -134,7 +136,14 @@ class MethodRun:
             if self.observer is not None:
                 self.observer.on_row(index, result.rows, result.step_names, result.column_names)
             self.checkpoint(method, results, start)
-        self.report = method.report()
+        self.report = {**method.report(), **self.cost_report(ctx)}
+
+    def cost_report(self, ctx: RunContext) -> dict[str, Any]:
+        """What the cost block of the reports reads: trainable parameters, and peak GPU memory on CUDA."""
+        out: dict[str, Any] = {"trainable_parameters": self.trainable_parameters}
+        if ctx.device.type == "cuda":
+            out["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**20, 1)
+        return out
 
     def checkpoint(self, method: Any, results: list[StreamResult], start: float) -> None:
         tensors, plain = split_method_state(method.state_dict())
