@@ -55,7 +55,7 @@ class MethodRun:
         self.evaluator = Evaluator(ctx, config.eval.batch_size, config.num_workers, config.eval.max_per_dataset, config.progress)
         self.base_model = ctx.model  # a method may swap in its own model in setup; each stream starts from this one
         self.report: dict[str, Any] = {}
-        self.trainable_parameters = 0  # the most any task trained (methods may train more in later tasks)
+        self.trainable_parameters = 0  # what the last trained task trained (the same whether or not the run resumed)
         self.observer = observer  # optional live logging (condu_bench.run_observer), called per step and per row
 
     def reset_model(self) -> None:
@@ -128,7 +128,7 @@ class MethodRun:
             info = self.task_info(index, stream)
             stats = train_task(method, info, experience.dataset.train(), ctx, stream_index=s_index,
                                num_workers=self.config.num_workers, progress=self.config.progress, observer=self.observer)
-            self.trainable_parameters = max(self.trainable_parameters, stats.get("trainable_parameters", 0))
+            self.trainable_parameters = stats.get("trainable_parameters", 0)
             ctx.tasks_seen.append(info.data)
             result.rows.append(self.evaluate_row(method, stream))
             if task_states.keeps_task_states(method.name):  # before the checkpoint that marks the task done
