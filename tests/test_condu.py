@@ -57,6 +57,7 @@ def test_experts_start_from_theta0_and_the_first_is_used_at_step_one(tmp_path):
     micro = new_open_clip("condu-micro-vit")
     assert report["trainable_parameters"] == sum(p.numel() for n, p in micro.named_parameters() if n != "logit_scale")
     assert "peak_gpu_memory_mib" not in report  # CPU run: nothing to measure
+    assert report["eval_seconds_per_image"] > 0  # the reports divide it by zero-shot's
 
 
 def test_prototypes_come_from_the_shots_actually_trained_on(tmp_path):

@@ -170,3 +170,16 @@ def test_cross_dataset_avg_c_excludes_the_source(tmp_path):
     assert row.value("Avg-C") == pytest.approx(46.0) and row.cells["Avg-C"].std == pytest.approx(math.sqrt(2))
     assert row.value("Source") == pytest.approx(71.0) and row.value("DTD") == pytest.approx(41.0)
     assert "source is excluded" in " ".join(table.notes)
+
+
+def test_inference_cost_is_evaluation_time_over_zero_shots(tmp_path):
+    names = ["a", "b", "c"]
+    write_mtil_run(tmp_path, "s", "zeroshot", 0, small_matrix(), names,
+                   extra={"method_report": {"eval_seconds_per_image": 0.002}})
+    for seed, t in ((0, 0.010), (1, 0.006)):
+        write_mtil_run(tmp_path, "s", "condu", seed, small_matrix(), names,
+                       extra={"method_report": {"eval_seconds_per_image": t}})
+    table = cost_table("s", group_runs(collect_runs([tmp_path])))
+    ratio = {r.label: r.cells["inference cost vs zero-shot"].mean for r in table.rows}
+    assert ratio["condu"] == pytest.approx(0.008 / 0.002) and ratio["zeroshot"] == pytest.approx(1.0)
+    assert any("inference cost" in n for n in table.notes)

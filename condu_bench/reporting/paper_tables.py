@@ -271,17 +271,29 @@ COST_FIELDS = (
     ("per-task storage (MiB)", "method_report.per_task_storage_mib"),
     ("inference cost vs zero-shot", "method_report.inference_cost_ratio"),
 )
+EVAL_TIME = "method_report.eval_seconds_per_image"
 
 
 def cost_table(scenario: str, groups: list[Group]) -> Table:
     labels = label_groups(groups)
-    rows = [Row(labels[id(g)], RUN, {c: g.recorded(key) for c, key in COST_FIELDS}, "this harness", len(g.runs)) for g in groups]
+    zero_shot = next((g.recorded(EVAL_TIME).mean for g in groups if g.method == "zeroshot"), None)
+    rows = []
+    for g in groups:
+        cells = {c: g.recorded(key) for c, key in COST_FIELDS}
+        own = g.recorded(EVAL_TIME)
+        if cells["inference cost vs zero-shot"].empty and own.mean is not None and zero_shot:
+            # evaluation time per image over zero-shot's, in the runs of this report (timings of one machine)
+            cells["inference cost vs zero-shot"] = Stat(own.mean / zero_shot, None, own.n, own.runs)
+        rows.append(Row(labels[id(g)], RUN, cells, "this harness", len(g.runs)))
     table = Table(f"cost_{_slug(scenario)}", f"{scenario}: cost", [c for c, _ in COST_FIELDS], rows, decimals=1,
                   higher_is_better=None)
     missing = [c for c, key in COST_FIELDS if all(r.cells[c].empty for r in rows)]
     if missing:
         table.notes.append("Not recorded by these runs (left empty, not estimated): " + ", ".join(missing) + ".")
     table.notes.append("training time = wall time of the whole run (training and evaluation), from metrics.json.")
+    if any(not r.cells["inference cost vs zero-shot"].empty for r in rows):
+        table.notes.append("inference cost = evaluation seconds per image of the last evaluation over zero-shot's, "
+                           "from runs of this report (compare only runs timed on one machine).")
     return table
 
 

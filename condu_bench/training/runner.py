@@ -55,6 +55,7 @@ class MethodRun:
         self.evaluator = Evaluator(ctx, config.eval.batch_size, config.num_workers, config.eval.max_per_dataset, config.progress)
         self.base_model = ctx.model  # a method may swap in its own model in setup; each stream starts from this one
         self.report: dict[str, Any] = {}
+        self.eval_seconds_per_image: float | None = None  # of the latest evaluation row
         self.trainable_parameters = 0  # what the last trained task trained (the same whether or not the run resumed)
         self.observer = observer  # optional live logging (condu_bench.run_observer), called per step and per row
 
@@ -81,7 +82,12 @@ class MethodRun:
         known = not self.scenario.task_agnostic
         self.ctx.label_space = list(stream.evaluate)
         tasks = tqdm(stream.evaluate, desc=f"{method.name} | evaluating", disable=not self.config.progress, leave=False)
-        return [self.evaluator.accuracy(method, task, known, stream.evaluate) for task in tasks]
+        start = time.perf_counter()
+        row = [self.evaluator.accuracy(method, task, known, stream.evaluate) for task in tasks]
+        cap = self.config.eval.max_per_dataset
+        images = sum(len(t.test) if cap is None else min(cap, len(t.test)) for t in stream.evaluate)
+        self.eval_seconds_per_image = (time.perf_counter() - start) / max(1, images)  # the reports' inference cost
+        return row
 
     def run(self, resume: bool) -> tuple[list[StreamResult], float]:
         progress = run_store.read_progress(self.directory) if resume else None
@@ -116,7 +122,7 @@ class MethodRun:
         if not method.trains:
             row = self.evaluate_row(method, stream)
             result.rows = [row for _ in stream.train]
-            self.report = method.report()
+            self.report = {**method.report(), **self.cost_report(self.ctx)}
             return
         train_tf = ctx.train_transform if ctx.train_config.augment == "model" else ctx.eval_transform
         benchmark = build_avalanche_benchmark(stream, train_tf, ctx.eval_transform)
@@ -140,7 +146,8 @@ class MethodRun:
 
     def cost_report(self, ctx: RunContext) -> dict[str, Any]:
         """What the cost block of the reports reads: trainable parameters, and peak GPU memory on CUDA."""
-        out: dict[str, Any] = {"trainable_parameters": self.trainable_parameters}
+        out: dict[str, Any] = {"trainable_parameters": self.trainable_parameters,
+                               "eval_seconds_per_image": self.eval_seconds_per_image}
         if ctx.device.type == "cuda":
             out["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**20, 1)
         return out
