@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     dcheck.add_argument("--decode", action="store_true", help="also decode every image (slow; finds corrupt files)")
     dcheck.set_defaults(func=cmd_data_check)
 
+    from condu_bench.param_count import add_command as add_params_command
+
+    add_params_command(sub)
     from condu_bench.sweep.command import add_parser as add_sweep_parser
 
     add_sweep_parser(sub)
