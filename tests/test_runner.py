@@ -184,7 +184,11 @@ def test_crash_between_checkpoint_writes_resumes_from_the_last_consistent_pair(f
     assert len(list(ckpt.glob("state-*.safetensors"))) == 2
     trained = []
     real_train = runner.train_task
-    monkeypatch.setattr(runner, "train_task", lambda method, info, *a, **k: (trained.append(info.data.name), real_train(method, info, *a, **k)))
+    def recording_train(method, info, *args, **kwargs):
+        trained.append(info.data.name)
+        return real_train(method, info, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_task", recording_train)
     resumed = run(tmp_path, methods="finetune")[0]
     assert trained == ["colours", "counts"]  # from the pair saved after task 1, not the orphan tensors of task 2
     assert resumed["per_dataset"] == first_run[1]["finetune"]["per_dataset"]  # ends where an uninterrupted run ends
