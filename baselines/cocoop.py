@@ -59,11 +59,8 @@ class CoCoOp(PromptLearning):
     def class_features(self, classnames: list[str], images: torch.Tensor, image_feats: torch.Tensor) -> torch.Tensor:
         return self.prompt.text_features(classnames, shift=self.meta_net(image_feats))  # (B, n_cls, D)
 
-    def logits(self, images: torch.Tensor, task: TaskData | None, ctx: RunContext) -> torch.Tensor:
-        from condu_bench.models.classifier import image_features
-
+    def logits_from_features(self, image_feats: torch.Tensor, task: TaskData | None, ctx: RunContext) -> torch.Tensor:
         classnames = label_space_classnames(task, ctx)
-        image_feats = image_features(ctx.model, images)
         chunk = max(1, PROMPTS_PER_CHUNK // len(classnames))
         parts = [self.prompt_logits(f, self.class_features(classnames, None, f), ctx) for f in image_feats.split(chunk)]
         return torch.cat(parts)

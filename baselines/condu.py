@@ -16,8 +16,9 @@ text encoder over all templates. An unseen dataset, and every dataset in task-ag
 the top-K experts ranked per image by w_i = max_k cos(n(f_img(x; theta_0)), p_i,k); each model classifies with
 its own text encoder over the target classes; the logits are averaged unweighted (``aggregation: mean``, as
 released) or weighted by the routing scores (``aggregation: weighted``: experts by w_i, theta_0 by the mean of the
-chosen w_i, normalised; the paper's description). Every image is scored by exactly K+1 models, so the cost grows
-linearly in K+1.
+chosen w_i, normalised; the paper's description). Every image is scored by exactly K+1 models (theta_0's one forward
+pass both classifies and routes), so the cost grows linearly in K+1; up to K decoupled experts stay loaded between
+batches (K extra model copies in memory at inference, none in what a task stores).
 
 Deviations from the release, each deliberate:
 - the first task's expert is used at step 1 (the release evaluates the first dataset with theta_0 there);
@@ -29,6 +30,7 @@ Deviations from the release, each deliberate:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -77,7 +79,6 @@ class ConDU(BaseMethod):
         self.theta0 = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}  # experts start here
         self.keys = self.expert_keys(ctx.model)
         self.base = ctx.frozen_copy(self.theta0)  # routing features, prototypes, the "theta_0" model of inference
-        self.expert = ctx.frozen_copy(self.theta0)  # holds one decoupled expert at a time
         self.U: dict[str, torch.Tensor] | None = None
         self.packed: list[dict[str, torch.Tensor]] = []
         self.rescalers: list[float] = []
@@ -86,7 +87,7 @@ class ConDU(BaseMethod):
         self.forget_cache()
 
     def forget_cache(self) -> None:
-        self.loaded: int | None = None  # which expert self.expert holds
+        self.loaded: OrderedDict[int, torch.nn.Module] = OrderedDict()  # decoupled experts by task index
         self.classifiers: dict[tuple, torch.Tensor] = {}
 
     def before_task(self, task: TaskInfo, ctx: RunContext) -> None:
@@ -130,43 +131,52 @@ class ConDU(BaseMethod):
     # ---------------------------------------------------------------- inference
 
     def load_expert(self, index: int, ctx: RunContext) -> torch.nn.Module:
-        if self.loaded != index:
-            shapes = {k: v.shape for k, v in self.U.items()}
-            mask = unpack_masks(self.packed[index], shapes)
-            scale = self.rescalers[index]
-            weights = {k: self.theta0[k] + (scale * mask[k] * self.U[k]).to(self.theta0[k].dtype) for k in self.keys}
-            self.expert.load_state_dict(weights, strict=False)
-            self.loaded = index
-        return self.expert
+        """Expert ``index`` decoupled into a model. Up to ``max(1, top_k)`` decoupled experts stay loaded (least
+        recently used out), so routed inference over K experts rebuilds no weights between batches."""
+        if index in self.loaded:
+            self.loaded.move_to_end(index)
+            return self.loaded[index]
+        if len(self.loaded) < max(1, self.config.top_k):
+            model = ctx.frozen_copy(self.theta0)
+        else:
+            _, model = self.loaded.popitem(last=False)
+        shapes = {k: v.shape for k, v in self.U.items()}
+        mask = unpack_masks(self.packed[index], shapes)
+        scale = self.rescalers[index]
+        weights = {k: self.theta0[k] + (scale * mask[k] * self.U[k]).to(self.theta0[k].dtype) for k in self.keys}
+        model.load_state_dict(weights, strict=False)
+        self.loaded[index] = model
+        return model
 
-    def model_logits(self, which: Any, model: torch.nn.Module, images: torch.Tensor, space: list[TaskData],
-                     ctx: RunContext) -> torch.Tensor:
+    def classifier(self, which: Any, model: torch.nn.Module, space: list[TaskData], ctx: RunContext) -> torch.Tensor:
         key = (which, tuple(t.name for t in space))
         if key not in self.classifiers:
             self.classifiers[key] = torch.cat([
                 text_classifier(model, ctx.tokenizer, t.classnames, t.templates, ctx.device) for t in space])
-        return cosine_logits(image_features(model, images), self.classifiers[key])
+        return self.classifiers[key]
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor, task: TaskData | None, ctx: RunContext) -> torch.Tensor:
         if task is not None and task.name in self.task_names:
-            expert = self.load_expert(self.task_names.index(task.name), ctx)
-            return self.model_logits(("expert", self.loaded), expert, images, [task], ctx)
+            index = self.task_names.index(task.name)
+            expert = self.load_expert(index, ctx)
+            return cosine_logits(image_features(expert, images), self.classifier(("expert", index), expert, [task], ctx))
         space = [task] if task is not None else list(ctx.label_space)
         return self.routed_logits(images, space, ctx)
 
-    def routing(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per image, the top-K learned tasks by prototype similarity and their scores, both (n, K)."""
-        h = image_features(self.base, images)
-        scores = torch.stack([(h @ p.to(h.device).t()).max(dim=1).values for p in self.prototypes], dim=1)
+    def routing(self, base_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image (theta_0's normalised image features), the top-K learned tasks by prototype similarity and
+        their scores, both (n, K)."""
+        scores = torch.stack([(base_feats @ p.to(base_feats.device).t()).max(dim=1).values for p in self.prototypes], dim=1)
         k = min(self.config.top_k, len(self.prototypes))
         return scores.topk(k, dim=1)
 
     def routed_logits(self, images: torch.Tensor, space: list[TaskData], ctx: RunContext) -> torch.Tensor:
-        total = self.model_logits("base", self.base, images, space, ctx)
+        base_feats = image_features(self.base, images)  # classifies with theta_0 and routes: one forward pass
+        total = cosine_logits(base_feats, self.classifier("base", self.base, space, ctx))
         if not self.prototypes or self.config.top_k == 0:
             return total
-        top_scores, top_tasks = self.routing(images)
+        top_scores, top_tasks = self.routing(base_feats)
         if self.config.aggregation == "mean":
             weights = torch.full_like(top_scores, 1.0)
             base_weight = torch.ones(len(images), device=images.device)
@@ -176,8 +186,8 @@ class ConDU(BaseMethod):
         for index in top_tasks.unique().tolist():  # each image meets exactly K experts
             rows, slot = (top_tasks == index).nonzero(as_tuple=True)
             expert = self.load_expert(index, ctx)
-            logits = self.model_logits(("expert", index), expert, images[rows], space, ctx)
-            total[rows] += weights[rows, slot][:, None] * logits
+            classifier = self.classifier(("expert", index), expert, space, ctx)
+            total[rows] += weights[rows, slot][:, None] * cosine_logits(image_features(expert, images[rows]), classifier)
         return total / (base_weight + weights.sum(dim=1))[:, None]
 
     # ---------------------------------------------------------------- resume and report

@@ -12,6 +12,7 @@ class ZeroShot(BaseMethod):
 
     name: ClassVar[str] = "zeroshot"
     trains: ClassVar[bool] = False  # the runner evaluates once and repeats the row
+    frozen_image_tower: ClassVar[bool] = True
 
     def trainable_parameters(self, model):
         return []

@@ -132,25 +132,6 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from condu_bench.bench import format_bench, run_bench
-    from condu_bench.config import load_config
-
-    overrides = ["model.pretrained=none", *args.overrides]  # random weights: speed does not depend on them
-    config = replace(load_config(resolve_benchmark(args.config), overrides), progress=False)
-    if config.num_threads:
-        import torch
-
-        torch.set_num_threads(config.num_threads)
-    results = run_bench(config, steps=args.steps, eval_images=args.eval_images)
-    from condu_bench.training.device import pick_device
-
-    print(format_bench(results, str(pick_device(config.device)), config.model.arch))
-    return 0
-
-
 def cmd_data_check(args: argparse.Namespace) -> int:
     from condu_bench.datasets.check import check_datasets, format_check
 
@@ -207,13 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)  # report, tables
 
-    bench = sub.add_parser("bench", help="speed and memory of the training and evaluation path, as side-by-side ratios",
-                           description="e.g. `condu-bench bench model.arch=ViT-B-16 train.batch_size=64` on a GPU machine.")
-    bench.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    bench.add_argument("--config", help="benchmark whose settings are used (default synthetic_mtil)")
-    bench.add_argument("--steps", type=int, default=5, help="timed training steps per precision")
-    bench.add_argument("--eval-images", type=int, default=512)
-    bench.set_defaults(func=cmd_bench)
+    from condu_bench.perf.command import add_command as add_bench_command
+
+    add_bench_command(sub)
 
     data = sub.add_parser("data", help="datasets on disk").add_subparsers(dest="data_command", required=True)
     dcheck = data.add_parser("check", help="is each dataset present and well-formed under --root?",
@@ -224,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     dcheck.add_argument("--decode", action="store_true", help="also decode every image (slow; finds corrupt files)")
     dcheck.set_defaults(func=cmd_data_check)
 
+    from condu_bench.datasets.cache_command import add_command as add_cache_command
+
+    add_cache_command(sub)
     from condu_bench.param_count import add_command as add_params_command
 
     add_params_command(sub)

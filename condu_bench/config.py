@@ -89,8 +89,15 @@ TRAIN_CHOICES = {
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """``decoded_cache``, ``cache_dir`` and ``feature_cache`` change speed, never a prediction (not in the config hash)."""
+
     batch_size: int = 256
     max_per_dataset: int | None = None  # cap evaluated images per dataset (quick looks only; recorded)
+    # Decode each evaluated split of a dataset on disk once into a shared uint8 cache (datasets generated in memory
+    # are kept in memory instead): under cache_dir, default $CONDU_BENCH_CACHE/decoded. `condu-bench cache` lists it.
+    decoded_cache: bool = True
+    cache_dir: str | None = None
+    feature_cache: bool = True  # image features of frozen-image-tower methods computed once per split and run
 
 
 @dataclass(frozen=True)
@@ -127,10 +134,16 @@ class RunConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     data_root: str | None = None
-    num_workers: int = 0
+    # Data-loading worker processes: auto = none for the synthetic world (arrays in memory), else one per core beyond
+    # the two the main process keeps, at most 8 (0 on a 2-core machine). Pinned memory on CUDA, persistent workers.
+    num_workers: int | str = "auto"
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
     progress: bool = True
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self):
+        if self.num_workers != "auto" and not (isinstance(self.num_workers, int) and self.num_workers >= 0):
+            raise ValueError(f"num_workers must be auto or a count >= 0, got {self.num_workers!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------

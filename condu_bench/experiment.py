@@ -42,6 +42,8 @@ def method_run_config(config: RunConfig, method: str, seed: int, method_config: 
     data.pop("num_workers")
     data.pop("logging")
     data["model"].pop("trust_torchscript")  # none of these changes results
+    for speed_only in ("decoded_cache", "cache_dir", "feature_cache"):
+        data["eval"].pop(speed_only)
     return data
 
 

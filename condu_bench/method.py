@@ -7,7 +7,9 @@ The runner owns the loop (data, optimizer, schedule, precision, evaluation, outp
   ensembles, merging, consolidation),
 - optionally how to classify (``logits``: replaced inference such as experts or routers),
 - its state for resuming (``state_dict`` / ``load_state_dict``),
-- optionally its reference training recipe (``recipe``: see :mod:`condu_bench.recipes`).
+- optionally its reference training recipe (``recipe``: see :mod:`condu_bench.recipes`),
+- optionally that its image tower never changes (``frozen_image_tower = True``, with ``logits_from_features``):
+  evaluation then computes each split's image features once per run and classifies from them.
 
 A plugin is one file with one class registered by name; its options are a dataclass ``Config``.
 """
@@ -145,6 +147,8 @@ def check_method_class(registered_as: str, cls: type) -> type:
     hooks = [n for n, v in vars(Method).items() if callable(v) and not n.startswith("_")]
     missing = [n for n in Method.__annotations__ if not hasattr(cls, n)]
     missing += [n for n in hooks if not callable(getattr(cls, n, None))]
+    if getattr(cls, "frozen_image_tower", False) and not callable(getattr(cls, "logits_from_features", None)):
+        missing.append("logits_from_features (it declares frozen_image_tower)")
     if not missing and not dataclasses.is_dataclass(cls.Config):
         missing.append("Config (a dataclass)")
     if missing:
@@ -165,6 +169,9 @@ class BaseMethod:
     # The reference code's training recipe (condu_bench.recipes.Recipe), layered over the run's train section;
     # None: the train section as it is.
     recipe: ClassVar[Any] = None
+    # True: the image tower is theta_0's throughout (never trained, never changed by a hook); evaluation reuses image
+    # features and calls ``logits_from_features``. The runner refuses a declared method that trains the tower.
+    frozen_image_tower: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Config:
@@ -204,6 +211,11 @@ class BaseMethod:
 
     def logits(self, images: torch.Tensor, task: TaskData | None, ctx: RunContext) -> torch.Tensor | None:
         return None  # the runner's standard inference
+
+    def logits_from_features(self, features: torch.Tensor, task: TaskData | None, ctx: RunContext) -> torch.Tensor | None:
+        """``logits`` given the normalised image features (only called for ``frozen_image_tower`` methods); None:
+        the runner's standard inference."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}

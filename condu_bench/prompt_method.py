@@ -27,6 +27,7 @@ class PromptLearning(BaseMethod):
     """CoOp's training: a learnable context shared by all classes, cross-entropy over the current task's classes."""
 
     name: ClassVar[str] = "prompt_learning"
+    frozen_image_tower: ClassVar[bool] = True
 
     @dataclass(frozen=True)
     class Config:
@@ -87,8 +88,10 @@ class PromptLearning(BaseMethod):
     def logits(self, images: torch.Tensor, task: TaskData | None, ctx: RunContext) -> torch.Tensor:
         from condu_bench.models.classifier import image_features
 
+        return self.logits_from_features(image_features(ctx.model, images), task, ctx)
+
+    def logits_from_features(self, image_feats: torch.Tensor, task: TaskData | None, ctx: RunContext) -> torch.Tensor:
         classnames = label_space_classnames(task, ctx)
-        image_feats = image_features(ctx.model, images)
         key = tuple(classnames)
         if key not in self._eval_features:
             self._eval_features[key] = self.prompt.text_features(classnames).detach()

@@ -16,6 +16,18 @@ def _cpu_threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _decoded_cache_in_tmp(tmp_path_factory):
+    """Runs in tests decode evaluation images into a session folder, not the user's cache."""
+    from condu_bench.datasets import decoded_cache
+
+    patch = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("decoded")
+    patch.setattr(decoded_cache, "default_cache_root", lambda: root)
+    yield root
+    patch.undo()
+
+
 # The calibrated tiny CLIP (the full pretraining recipe) costs minutes on a fresh machine: only tests marked
 # `slow` may ask for it. Other tests use the micro CLIP or a tiny recipe; this guard makes a forgotten marker fail.
 _IN_SLOW_TEST = [False]

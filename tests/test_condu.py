@@ -98,7 +98,7 @@ def test_routing_averages_theta0_and_the_top_k_experts(tmp_path):
             images = torch.stack([ctx.eval_transform(unseen.test[i][0]) for i in range(6)])
             with torch.no_grad():
                 got = self.logits(images, unseen, ctx)
-                _, top = self.routing(images)
+                _, top = self.routing(image_features(self.base, images))
                 def logits_of(model):
                     return cosine_logits(image_features(model, images), text_classifier(model, ctx.tokenizer, unseen.classnames, unseen.templates))
                 base = logits_of(self.base)

@@ -57,6 +57,14 @@ def test_same_seed_gives_identical_results(first_run, tmp_path):
     assert again["finetune"]["per_dataset"] == records["finetune"]["per_dataset"]
 
 
+def test_runs_record_where_their_time_went(first_run):
+    _, records = first_run
+    seconds = records["finetune"]["method_report"]["seconds"]
+    assert seconds["tasks"] == 3  # shapes, colours, counts
+    assert seconds["train_seconds"] > seconds["data_wait_seconds"] > 0 and seconds["eval_seconds"] > 0
+    assert records["zeroshot"]["method_report"]["seconds"]["tasks"] == 0  # evaluated once, never trained
+
+
 def test_finished_runs_are_skipped_and_never_overwritten(first_run, tmp_path):
     out, _ = first_run
     metrics = out / "finetune" / "seed0" / "metrics.json"

@@ -10,6 +10,7 @@ sharp. Evaluation takes the argmax, which no positive scale changes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -31,12 +32,17 @@ def text_classifier(
     chunk: int = 1024,
 ) -> torch.Tensor:
     """(num_classes, dim) normalised class embeddings. Differentiable when grad is enabled (training)."""
-    prompts = class_prompts(classnames, templates)
-    tokens = tokenizer(prompts).to(device)
+    tokens = tokenize(tokenizer, tuple(class_prompts(classnames, templates))).to(device)
     parts = [model.encode_text(tokens[i : i + chunk]) for i in range(0, len(tokens), chunk)]
     embeddings = F.normalize(torch.cat(parts).float(), dim=-1)
     per_class = embeddings.view(len(classnames), len(templates), -1).mean(dim=1)
     return F.normalize(per_class, dim=-1)
+
+
+@lru_cache(maxsize=256)
+def tokenize(tokenizer, prompts: tuple[str, ...]) -> torch.Tensor:
+    """Token ids of ``prompts``, cached: training losses encode the same class prompts at every step."""
+    return tokenizer(list(prompts))
 
 
 def image_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,18 @@ def pick_device(requested: str) -> torch.device:
     return device
 
 
+def resolve_num_workers(requested: int | str, synthetic: bool) -> int:
+    """``num_workers: auto``: 0 for the synthetic world, else min(8, cores - 2) (0 on a 2-core machine)."""
+    import os
+
+    if requested != "auto":
+        return int(requested)
+    if synthetic:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores - 2))
+
+
 def autocast_factory(device: torch.device, precision: str) -> Callable[[], Any]:
     """bf16 autocast on CUDA by default (no loss scaling needed); full fp32 on the CPU."""
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")

@@ -1,21 +1,26 @@
 """Top-1 accuracy of a model (or a method's own inference) on each evaluated dataset, computed per dataset.
 
-Evaluation images go through the deterministic eval transform once; small sets are kept as tensors in
-memory so that the T evaluations after T training steps do not decode them T times.
+Evaluation images are decoded once: datasets that name their images (files, arrays) through the on-disk decoded-image
+cache (:mod:`condu_bench.datasets.decoded_cache`, shared by every run), the others (generated in memory) as tensors
+kept in memory up to 1 GiB. Methods with a frozen image tower get the image features of each split computed once per
+run (:mod:`condu_bench.training.feature_cache`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from condu_bench.data.task import TaskData
+from condu_bench.datasets.decoded_cache import DecodedImages, dataset_identity, open_or_build, split_transform
 from condu_bench.method import RunContext
 from condu_bench.models.classifier import cosine_logits, image_features, text_classifier
+from condu_bench.training.feature_cache import FeatureCache
 
 CACHE_LIMIT_BYTES = 1 << 30  # keep transformed eval sets in memory up to 1 GiB in total
 
@@ -38,12 +43,16 @@ class Transformed(Dataset):
 @dataclass
 class EvalSet:
     task: TaskData
+    key: tuple  # names the split's images and transform within this evaluator (feature-cache key)
     loader: DataLoader | None = None
     images: torch.Tensor | None = None
     labels: torch.Tensor | None = None
+    decoded: DecodedImages | None = None
 
-    def batches(self, batch_size: int):
-        if self.images is not None:
+    def batches(self, batch_size: int, device: torch.device | None = None):
+        if self.decoded is not None:
+            yield from self.decoded.batches(batch_size, device)
+        elif self.images is not None:
             for i in range(0, len(self.images), batch_size):
                 yield self.images[i : i + batch_size], self.labels[i : i + batch_size]
         else:
@@ -51,9 +60,15 @@ class EvalSet:
 
 
 class Evaluator:
-    def __init__(self, ctx: RunContext, batch_size: int, num_workers: int = 0, max_per_dataset: int | None = None, progress: bool = True):
+    """``decoded_cache_dir``: where decoded evaluation images live on disk (None: decode in memory only);
+    ``feature_cache``: reuse image features of frozen-image-tower methods across evaluations."""
+
+    def __init__(self, ctx: RunContext, batch_size: int, num_workers: int = 0, max_per_dataset: int | None = None,
+                 progress: bool = True, decoded_cache_dir: str | Path | None = None, feature_cache: bool = True):
         self.ctx, self.batch_size, self.num_workers = ctx, batch_size, num_workers
         self.max_per_dataset, self.progress = max_per_dataset, progress
+        self.decoded_cache_dir = None if decoded_cache_dir is None else Path(decoded_cache_dir)
+        self.features = FeatureCache() if feature_cache else None
         self._sets: dict[int, EvalSet] = {}
         self._cached_bytes = 0
         self.cache_limit_bytes = CACHE_LIMIT_BYTES
@@ -61,18 +76,32 @@ class Evaluator:
     def eval_set(self, task: TaskData) -> EvalSet:
         key = id(task)
         if key not in self._sets:
-            data = Transformed(task.test, self.ctx.eval_transform, self.max_per_dataset)
-            loader = DataLoader(data, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                                pin_memory=self.ctx.device.type == "cuda")
-            entry = EvalSet(task, loader=loader)
-            first = data[0][0] if len(data) else None
-            estimate = 0 if first is None else first.numel() * first.element_size() * len(data)
-            if first is not None and self._cached_bytes + estimate <= self.cache_limit_bytes:
-                images, labels = zip(*(batch for batch in loader))
-                entry.images, entry.labels = torch.cat(images), torch.cat(labels)
-                self._cached_bytes += estimate
-            self._sets[key] = entry
+            self._sets[key] = self._decoded_set(task) or self._memory_set(task)
         return self._sets[key]
+
+    def _decoded_set(self, task: TaskData) -> EvalSet | None:
+        if self.decoded_cache_dir is None:
+            return None
+        split = split_transform(self.ctx.eval_transform)
+        identity = None if split is None else dataset_identity(task.test, self.max_per_dataset)
+        if identity is None:
+            return None
+        decoded = open_or_build(task.test, split, identity, self.decoded_cache_dir, name=task.name,
+                                limit=self.max_per_dataset, num_workers=self.num_workers)
+        return EvalSet(task, ("decoded", decoded.directory.name), decoded=decoded)
+
+    def _memory_set(self, task: TaskData) -> EvalSet:
+        data = Transformed(task.test, self.ctx.eval_transform, self.max_per_dataset)
+        loader = DataLoader(data, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                            pin_memory=self.ctx.device.type == "cuda")
+        entry = EvalSet(task, ("memory", id(task)), loader=loader)
+        first = data[0][0] if len(data) else None
+        estimate = 0 if first is None else first.numel() * first.element_size() * len(data)
+        if first is not None and self._cached_bytes + estimate <= self.cache_limit_bytes:
+            images, labels = zip(*(batch for batch in loader))
+            entry.images, entry.labels = torch.cat(images), torch.cat(labels)
+            self._cached_bytes += estimate
+        return entry
 
     @torch.no_grad()
     def accuracy(self, method: Any, task: TaskData, task_known: bool = True, label_space: Sequence[TaskData] | None = None) -> float:
@@ -87,17 +116,29 @@ class Evaluator:
         offset = sum(t.num_classes for t in space[: space.index(task)])
         classifier = None
         correct = total = 0
+        eval_set = self.eval_set(task)
+        frozen = self.features is not None and getattr(method, "frozen_image_tower", False)
         with ctx.autocast():
-            for images, labels in self.eval_set(task).batches(self.batch_size):
-                images = images.to(ctx.device, non_blocking=True)
+            if frozen:
+                def compute():
+                    for images, labels in eval_set.batches(self.batch_size, ctx.device):
+                        yield image_features(model, images.to(ctx.device, non_blocking=True)), labels
+
+                batches = self.features.batches(eval_set.key, model, compute)
+            else:
+                batches = eval_set.batches(self.batch_size, ctx.device)
+            for inputs, labels in batches:
+                inputs = inputs.to(ctx.device, non_blocking=True)
                 labels = labels.to(ctx.device, non_blocking=True) + offset
-                logits = method.logits(images, task if task_known else None, ctx)
+                target = task if task_known else None
+                logits = method.logits_from_features(inputs, target, ctx) if frozen else method.logits(inputs, target, ctx)
                 if logits is None:
                     if classifier is None:
                         classifier = torch.cat([
                             text_classifier(model, ctx.tokenizer, t.classnames, t.templates, ctx.device) for t in space
                         ])
-                    logits = cosine_logits(image_features(model, images), classifier)
+                    feats = inputs if frozen else image_features(model, inputs)
+                    logits = cosine_logits(feats, classifier)
                 correct += (logits.argmax(dim=-1) == labels).sum().item()
                 total += labels.numel()
         if total == 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +14,7 @@ from condu_bench.config import TrainConfig
 from condu_bench.errors import TrainingDiverged, UserError
 from condu_bench.method import Batch, RunContext, TaskInfo
 from condu_bench.training.device import derived_seed
+from condu_bench.training.feature_cache import check_frozen_image_tower
 from condu_bench.recipes import steps_per_epoch
 from condu_bench.training.schedule import lr_schedule
 from condu_bench.training.selection import BestOnValidation
@@ -28,6 +31,7 @@ def select_trainable(model: torch.nn.Module, method: Any) -> list[torch.nn.Param
         params.append(param)
     if method.trains and not params:
         raise UserError(f"method {method.name!r} trains but returned no trainable parameters")
+    check_frozen_image_tower(method, model, params)
     return params
 
 
@@ -77,15 +81,19 @@ def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, st
     batches = endless_batches(dataset, cfg.batch_size, seed, num_workers, ctx.device.type == "cuda")
     model.train()
     bar = tqdm(range(task.iterations), desc=f"{method.name} | {task.name}", disable=not progress, leave=False)
-    running = 0.0
+    running = data_wait = 0.0
+    started = time.perf_counter()
     for step in bar:
+        fetch = time.perf_counter()
         images, labels = next(batches)[:2]  # avalanche appends the task label
+        data_wait += time.perf_counter() - fetch
         batch = Batch(images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True))
         with ctx.autocast():
             loss = method.training_loss(batch, task, ctx)
-        if not torch.isfinite(loss):
+        value = loss.item()  # the step's one host synchronisation
+        if not math.isfinite(value):
             raise TrainingDiverged(
-                f"method {method.name!r}: the loss became {loss.item()} on task {task.name!r} (task {task.index + 1}) "
+                f"method {method.name!r}: the loss became {value} on task {task.name!r} (task {task.index + 1}) "
                 f"at step {step + 1}/{task.iterations}; lower the learning rate (train.lr={task.lr}) or check the data"
             )
         optimizer.zero_grad(set_to_none=True)
@@ -98,7 +106,6 @@ def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, st
         method.after_iteration(step, task, ctx)
         if selection is not None and ((step + 1) % per_epoch == 0 or step + 1 == task.iterations):
             selection.end_of_epoch(step // per_epoch)
-        value = loss.item()
         running = 0.9 * running + 0.1 * value if step else value
         if observer is not None:
             observer.on_step(task.index, step, value, lr)
@@ -108,5 +115,8 @@ def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, st
     if selection is not None:
         selection.restore()
     method.after_task(task, ctx)
+    # wall seconds of the steps, and of them the time spent waiting for the next batch (each step ends in a host sync)
+    seconds = {"train_seconds": time.perf_counter() - started, "data_wait_seconds": data_wait}
     return {"iterations": task.iterations, "final_loss": running, "trainable_parameters": sum(p.numel() for p in params),
+            **seconds,
             **(selection.report() if selection else {})}

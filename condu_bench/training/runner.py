@@ -16,10 +16,11 @@ import torch
 
 from condu_bench import run_store, task_states
 from condu_bench.config import RunConfig
+from condu_bench.datasets.decoded_cache import decoded_cache_dir
 from condu_bench.method import RunContext, TaskInfo
 from condu_bench.scenarios.avalanche_stream import build_avalanche_benchmark
 from condu_bench.scenarios.base import Scenario, Stream
-from condu_bench.training.device import derived_seed, seed_everything
+from condu_bench.training.device import derived_seed, resolve_num_workers, seed_everything
 from condu_bench.training.evaluate import Evaluator
 from condu_bench.training.loop import train_task
 
@@ -52,11 +53,15 @@ class MethodRun:
         self.method_cls, self.method_config = method_cls, method_config
         self.config, self.scenario, self.ctx = config, scenario, ctx
         self.directory, self.config_hash = directory, config_hash
-        self.evaluator = Evaluator(ctx, config.eval.batch_size, config.num_workers, config.eval.max_per_dataset, config.progress)
+        self.num_workers = resolve_num_workers(config.num_workers, ctx.synthetic)
+        self.evaluator = Evaluator(ctx, config.eval.batch_size, self.num_workers, config.eval.max_per_dataset, config.progress,
+                                   decoded_cache_dir=decoded_cache_dir(config.eval), feature_cache=config.eval.feature_cache)
         self.base_model = ctx.model  # a method may swap in its own model in setup; each stream starts from this one
         self.report: dict[str, Any] = {}
         self.eval_seconds_per_image: float | None = None  # of the latest evaluation row
         self.trainable_parameters = 0  # what the last trained task trained (the same whether or not the run resumed)
+        # Where this process's time went, over the tasks it ran (a resumed run counts only those after the resume).
+        self.seconds: dict[str, float] = {"train_seconds": 0.0, "data_wait_seconds": 0.0, "eval_seconds": 0.0, "tasks": 0}
         self.observer = observer  # optional live logging (condu_bench.run_observer), called per step and per row
 
     def reset_model(self) -> None:
@@ -133,10 +138,15 @@ class MethodRun:
                 continue
             info = self.task_info(index, stream)
             stats = train_task(method, info, experience.dataset.train(), ctx, stream_index=s_index,
-                               num_workers=self.config.num_workers, progress=self.config.progress, observer=self.observer)
+                               num_workers=self.num_workers, progress=self.config.progress, observer=self.observer)
             self.trainable_parameters = stats.get("trainable_parameters", 0)
+            for key in ("train_seconds", "data_wait_seconds"):
+                self.seconds[key] += stats.get(key, 0.0)
             ctx.tasks_seen.append(info.data)
+            evaluation_started = time.perf_counter()
             result.rows.append(self.evaluate_row(method, stream))
+            self.seconds["eval_seconds"] += time.perf_counter() - evaluation_started
+            self.seconds["tasks"] += 1
             if task_states.keeps_task_states(method.name):  # before the checkpoint that marks the task done
                 task_states.save_task_state(self.directory, stream.name, info.name, method, ctx.model)
             if self.observer is not None:
@@ -147,7 +157,8 @@ class MethodRun:
     def cost_report(self, ctx: RunContext) -> dict[str, Any]:
         """What the cost block of the reports reads: trainable parameters, and peak GPU memory on CUDA."""
         out: dict[str, Any] = {"trainable_parameters": self.trainable_parameters,
-                               "eval_seconds_per_image": self.eval_seconds_per_image}
+                               "eval_seconds_per_image": self.eval_seconds_per_image,
+                               "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
         if ctx.device.type == "cuda":
             out["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**20, 1)
         return out

@@ -1,0 +1,40 @@
+"""``condu-bench cache``: what the decoded-image cache holds and how much disk it takes; ``--clear`` empties it."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+
+def format_entries(entries: list[dict], root: Path) -> str:
+    if not entries:
+        return f"decoded-image cache {root}: empty"
+    lines = [f"decoded-image cache {root}", "", "| dataset | images | MiB | entry |", "|:--|--:|--:|:--|"]
+    for entry in sorted(entries, key=lambda e: (e["dataset"], e["path"])):
+        lines.append(f"| {entry['dataset']} | {entry['images']} | {entry['bytes'] / 2**20:.1f} | {Path(entry['path']).name} |")
+    total = sum(e["bytes"] for e in entries)
+    lines += ["", f"{len(entries)} entries, {total / 2**20:.1f} MiB"]
+    return "\n".join(lines)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from condu_bench.datasets.decoded_cache import cache_entries, default_cache_root
+
+    root = Path(args.dir).expanduser() if args.dir else default_cache_root()
+    entries = cache_entries(root)
+    print(format_entries(entries, root))
+    if args.clear:
+        for entry in entries:
+            shutil.rmtree(entry["path"])
+        print(f"removed {len(entries)} entries")
+    return 0
+
+
+def add_command(sub) -> None:
+    cache = sub.add_parser("cache", help="the decoded-image cache of evaluation sets: entries and sizes",
+                           description="Every evaluated split of a dataset on disk is decoded once into this cache "
+                                       "(eval.cache_dir; default $CONDU_BENCH_CACHE/decoded) and shared by all runs.")
+    cache.add_argument("--dir", help="cache directory (default $CONDU_BENCH_CACHE/decoded, as eval.cache_dir)")
+    cache.add_argument("--clear", action="store_true", help="delete every entry (they are rebuilt when needed)")
+    cache.set_defaults(func=cmd_cache)
