@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-QUICK = {"train_arch": "condu-tiny-vit", "eval_arch": "condu-micro-vit-224", "batch_size": 32, "steps": 20,
-         "eval_images": 128, "eval_batch_size": 64, "repeats": 5, "experts": 4, "expert_images": 16}
+QUICK = {"train_arch": "condu-tiny-vit", "eval_arch": "condu-micro-vit-224", "batch_size": 32, "steps": 30,
+         "eval_images": 128, "eval_batch_size": 64, "repeats": 7, "experts": 4, "expert_images": 16}
 FULL = {"train_arch": None, "eval_arch": None, "batch_size": None, "steps": 20, "eval_images": 512,
         "eval_batch_size": None, "repeats": 5, "experts": 4, "expert_images": 64}
 

@@ -10,13 +10,12 @@
 - ``condu_agnostic_cost``: ConDU's task-agnostic inference with K experts over one model's inference on the same
   images and label space; target at most K + 1.
 
-Each pair is timed ``repeats`` times, alternating (A B A B ...) so that drift of the machine hits both sides, and the
-medians are compared. The first call of each side is a warm-up and is not timed.
+Each pair is timed ``repeats`` times, alternating (A B B A ...) so that drift of the machine hits both sides, and the
+fastest timings are compared. The first call of each side is a warm-up and is not timed.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -54,14 +53,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def paired_medians(first: Callable[[], float], second: Callable[[], float], repeats: int) -> tuple[float, float]:
-    """Median seconds of two timed callables run alternately; each returns the seconds it measured."""
+def paired_fastest(first: Callable[[], float], second: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """The fastest of ``repeats`` timings of each of two callables run alternately, in the order A B B A A B ...
+    (neither side always runs first); each returns the seconds it measured. The fastest is the run least disturbed
+    by other work on the machine, which on a shared machine the median is not."""
     first(), second()  # warm-up: allocations, kernels, caches of the harness itself
     a, b = [], []
-    for _ in range(repeats):
-        a.append(first())
-        b.append(second())
-    return statistics.median(a), statistics.median(b)
+    for repeat in range(repeats):
+        if repeat % 2:
+            b.append(second())
+            a.append(first())
+        else:
+            a.append(first())
+            b.append(second())
+    return min(a), min(b)
 
 
 def timed(ctx: RunContext, work: Callable[[], Any]) -> float:
@@ -154,7 +159,7 @@ def overhead_ratio(ctx: RunContext, steps: int, repeats: int, num_classes: int =
         ctx.model.load_state_dict(ctx.pretrained_state)
         return timed(ctx, lambda: plain_finetune_loop(ctx, data, task, steps, lr, seed=harness_data_seed(ctx)))
 
-    harness_s, plain_s = paired_medians(harness, plain, repeats)
+    harness_s, plain_s = paired_fastest(harness, plain, repeats)
     ctx.model.load_state_dict(ctx.pretrained_state)
     return Ratio("overhead_ratio", harness_s / plain_s, 1.05, True, f"plain PyTorch loop, {steps} steps",
                  f"harness train_task (finetune), {steps} steps", harness_s, plain_s)
@@ -184,7 +189,7 @@ def eval_cache_speedup(ctx: RunContext, task: TaskData, cache_dir: Path, batch_s
     decoding.cache_limit_bytes = 0  # no in-memory tensors either: every evaluation decodes the files
     cached = Evaluator(ctx, batch_size, num_workers, progress=False, decoded_cache_dir=cache_dir, feature_cache=False)
     method = ContinualFinetune()  # standard inference through the image tower
-    decode_s, cached_s = paired_medians(lambda: timed(ctx, lambda: decoding.accuracy(method, task)),
+    decode_s, cached_s = paired_fastest(lambda: timed(ctx, lambda: decoding.accuracy(method, task)),
                                         lambda: timed(ctx, lambda: cached.accuracy(method, task)), repeats)
     return Ratio("eval_cache_speedup", decode_s / cached_s, 3.0, False, "evaluation from the decoded-image cache",
                  f"evaluation decoding {len(task.test)} JPEGs each time", decode_s, cached_s)
@@ -197,7 +202,7 @@ def feature_cache_speedup(ctx: RunContext, task: TaskData, cache_dir: Path, batc
     zeroshot = METHODS.get("zeroshot")()
     recompute = Evaluator(ctx, batch_size, progress=False, decoded_cache_dir=cache_dir, feature_cache=False)
     reuse = Evaluator(ctx, batch_size, progress=False, decoded_cache_dir=cache_dir, feature_cache=True)
-    recompute_s, reuse_s = paired_medians(lambda: timed(ctx, lambda: recompute.accuracy(zeroshot, task)),
+    recompute_s, reuse_s = paired_fastest(lambda: timed(ctx, lambda: recompute.accuracy(zeroshot, task)),
                                           lambda: timed(ctx, lambda: reuse.accuracy(zeroshot, task)), repeats)
     return Ratio("feature_cache_speedup", recompute_s / reuse_s, 5.0, False, "zero-shot evaluation, cached features",
                  "zero-shot evaluation, features recomputed", recompute_s, reuse_s)
@@ -237,6 +242,6 @@ def condu_agnostic_cost(ctx: RunContext, tasks: list[TaskData], cache_dir: Path,
     def agnostic(method) -> float:
         return timed(ctx, lambda: evaluator.accuracy(method, tasks[0], task_known=False, label_space=tasks))
 
-    condu_s, single_s = paired_medians(lambda: agnostic(condu), lambda: agnostic(single), repeats)
+    condu_s, single_s = paired_fastest(lambda: agnostic(condu), lambda: agnostic(single), repeats)
     return Ratio("condu_agnostic_cost", condu_s / single_s, float(k + 1), True,
                  "one model, task-agnostic", f"ConDU task-agnostic, K = {k} experts", condu_s, single_s)
