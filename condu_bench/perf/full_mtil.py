@@ -399,9 +399,9 @@ def ensure_tree(scale: float = 1.0, cache_dir: Path | None = None, workers: int 
     """``(tree, manifest, built)``: the cached tree for ``scale``, generated first if absent (``built``)."""
     if not (isinstance(scale, (int, float)) and 0 < scale <= 1000):
         raise UserError(f"--scale must be a number in (0, 1000], not {scale!r}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--gen-workers must be at least 1, not {workers}")
     workers = workers or os.cpu_count() or 1
-    if workers < 1:
-        raise UserError(f"generation workers must be at least 1, not {workers}")
     final = tree_path(scale, cache_dir)
     if final.exists():
         return final, _read_manifest(final), False
