@@ -4,6 +4,8 @@
 ``--quick`` (minutes on 2 CPU cores) uses the project's tiny open_clip configs: the training-step and ConDU ratios on
 ``condu-tiny-vit``, the evaluation-cache ratios on ``condu-micro-vit-224`` (224 px input, so decoding costs what it
 costs at real size). Without it every ratio uses ``model.arch`` (default ViT-B-16) at its real input size.
+
+``--full-mtil`` instead times whole MTIL order-I runs on a generated tree (:mod:`condu_bench.perf.full_mtil_run`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from condu_bench.errors import UserError
 
 QUICK = {"train_arch": "condu-tiny-vit", "eval_arch": "condu-micro-vit-224", "batch_size": 32, "steps": 30,
          "eval_images": 128, "eval_batch_size": 64, "repeats": 7, "experts": 4, "expert_images": 16}
@@ -98,6 +102,12 @@ def format_results(out: dict[str, Any]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.full_mtil:
+        return cmd_full_mtil(args)
+    given = [flag for flag, value in (("--scale", args.scale), ("--methods", args.methods), ("--gen-workers", args.gen_workers))
+             if value is not None]
+    if given:
+        raise UserError(f"{', '.join(given)} only apply with --full-mtil")
     from condu_bench.cli import resolve_benchmark
     from condu_bench.config import load_config
     from condu_bench.synthetic.pretrain import default_cache_dir
@@ -109,14 +119,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(config.num_threads)
     photo_root = Path(args.photos) if args.photos else default_cache_dir() / "bench-photos-500x375"
-    out = run_bench(config, args.quick, photo_root, log=lambda message: print(f"bench: {message}", flush=True))
+    out = run_bench(config, args.quick, photo_root, log=_log)
     print(format_results(out))
-    if args.json:
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_full_mtil(args: argparse.Namespace) -> int:
+    from condu_bench.perf.full_mtil_run import format_full_mtil, run_full_mtil
+
+    given = [flag for flag, value in (("--quick", args.quick), ("--config", args.config), ("--photos", args.photos)) if value]
+    if given:
+        raise UserError(f"{', '.join(given)} do not apply to --full-mtil (it runs benchmarks/mtil_order1.yaml on its own tree)")
+    methods = [m.strip() for m in (args.methods or "finetune").split(",") if m.strip()]
+    out = run_full_mtil(1.0 if args.scale is None else args.scale, methods, list(args.overrides), args.gen_workers, log=_log)
+    print(format_full_mtil(out))
+    _write_json(args.json, out)
+    return 0
+
+
+def _log(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+def _write_json(path: str | None, out: dict[str, Any]) -> None:
+    if path:
         from condu_bench.atomic_io import atomic_write_text
 
-        atomic_write_text(Path(args.json), json.dumps(out, indent=1) + "\n")
-        print(f"wrote {args.json}")
-    return 0
+        atomic_write_text(Path(path), json.dumps(out, indent=1) + "\n")
+        print(f"wrote {path}")
 
 
 def add_command(sub) -> None:
@@ -129,4 +160,10 @@ def add_command(sub) -> None:
     bench.add_argument("--json", metavar="FILE", help="also write the ratios, targets and timings as JSON")
     bench.add_argument("--config", help="benchmark whose settings are used (default synthetic_mtil)")
     bench.add_argument("--photos", help="folder for the generated 500x375 JPEGs (default $CONDU_BENCH_CACHE/bench-photos-500x375)")
+    bench.add_argument("--full-mtil", action="store_true",
+                       help="time whole MTIL order-I runs (random ViT-B-16) on a generated zscl tree of the real test-set "
+                            "sizes, cached as $CONDU_BENCH_CACHE/full-mtil-zscl-v*-scale*; KEY=VALUE override the run")
+    bench.add_argument("--scale", type=float, help="--full-mtil: test-set sizes times this (default 1.0)")
+    bench.add_argument("--methods", help="--full-mtil: comma-separated methods, one run each (default finetune)")
+    bench.add_argument("--gen-workers", type=int, help="--full-mtil: processes generating the tree (default: every CPU)")
     bench.set_defaults(func=cmd_bench)
