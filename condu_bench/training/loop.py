@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -59,6 +60,23 @@ def endless_batches(dataset: Any, batch_size: int, seed: int, num_workers: int, 
         yield from loader
 
 
+@contextlib.contextmanager
+def compiled_towers(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """``train.compile``: the image and text towers run compiled during a task's steps only. Afterwards they are
+    restored, because a compiled module that is deep-copied later (a teacher, an expert) would keep calling the
+    original module's forward."""
+    towers = [m for m in (getattr(model, "visual", None), getattr(model, "transformer", None)) if isinstance(m, torch.nn.Module)]
+    if enabled:
+        for tower in towers:
+            tower.compile()
+    try:
+        yield
+    finally:
+        if enabled:
+            for tower in towers:
+                tower._compiled_call_impl = None
+
+
 def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, stream_index: int,
                num_workers: int = 0, progress: bool = True, observer: Any = None) -> dict[str, float]:
     """Run ``task.iterations`` optimizer steps on ``dataset`` (an Avalanche experience dataset); ``observer``
@@ -83,34 +101,35 @@ def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, st
     bar = tqdm(range(task.iterations), desc=f"{method.name} | {task.name}", disable=not progress, leave=False)
     running = data_wait = 0.0
     started = time.perf_counter()
-    for step in bar:
-        fetch = time.perf_counter()
-        images, labels = next(batches)[:2]  # avalanche appends the task label
-        data_wait += time.perf_counter() - fetch
-        batch = Batch(images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True))
-        with ctx.autocast():
-            loss = method.training_loss(batch, task, ctx)
-        value = loss.item()  # the step's one host synchronisation
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"method {method.name!r}: the loss became {value} on task {task.name!r} (task {task.index + 1}) "
-                f"at step {step + 1}/{task.iterations}; lower the learning rate (train.lr={task.lr}) or check the data"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip_norm:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        method.after_iteration(step, task, ctx)
-        if selection is not None and ((step + 1) % per_epoch == 0 or step + 1 == task.iterations):
-            selection.end_of_epoch(step // per_epoch)
-        running = 0.9 * running + 0.1 * value if step else value
-        if observer is not None:
-            observer.on_step(task.index, step, value, lr)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{running:.3f}")
+    with compiled_towers(model, cfg.compile):
+        for step in bar:
+            fetch = time.perf_counter()
+            images, labels = next(batches)[:2]  # avalanche appends the task label
+            data_wait += time.perf_counter() - fetch
+            batch = Batch(images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True))
+            with ctx.autocast():
+                loss = method.training_loss(batch, task, ctx)
+            value = loss.item()  # the step's one host synchronisation
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"method {method.name!r}: the loss became {value} on task {task.name!r} (task {task.index + 1}) "
+                    f"at step {step + 1}/{task.iterations}; lower the learning rate (train.lr={task.lr}) or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            method.after_iteration(step, task, ctx)
+            if selection is not None and ((step + 1) % per_epoch == 0 or step + 1 == task.iterations):
+                selection.end_of_epoch(step // per_epoch)
+            running = 0.9 * running + 0.1 * value if step else value
+            if observer is not None:
+                observer.on_step(task.index, step, value, lr)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{running:.3f}")
     model.eval()
     if selection is not None:
         selection.restore()
