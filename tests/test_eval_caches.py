@@ -92,6 +92,11 @@ def test_array_datasets_are_cached_too(ctx, tmp_path):
     uncached = evaluate(ctx, task, None)
     cached = evaluate(ctx, task, tmp_path / "cache")
     assert torch.equal(cached[1], uncached[1]) and len(dc.cache_entries(tmp_path / "cache")) == 1
+    # Another copy of the dataset (same name, shape, rows and labels, other pixels) is another entry.
+    other = ArrayImageDataset(255 - array.images, array.targets, "mnist/test-images")
+    other_task = TaskData("digits", ["0", "1"], ["a {}."], test=other)
+    assert torch.equal(evaluate(ctx, other_task, tmp_path / "cache")[1], evaluate(ctx, other_task, None)[1])
+    assert len(dc.cache_entries(tmp_path / "cache")) == 2
 
 
 def test_a_changed_image_list_or_transform_is_a_new_entry(ctx, tmp_path):

@@ -47,7 +47,7 @@ def dataset_identity(dataset: Any, limit: int | None = None) -> str | None:
     """A digest of the images ``dataset`` holds (its first ``limit``), or None when it cannot name them.
 
     File lists name each file with its size and modification time (a re-extracted dataset is a new entry); image
-    arrays name their source and rows. Datasets generated in memory (the synthetic world) are already decoded and
+    arrays are hashed with their pixels, rows and labels. Datasets generated in memory (the synthetic world) are already decoded and
     are not cached on disk.
     """
     from condu_bench.datasets.images import ArrayImageDataset, ImageListDataset
@@ -61,7 +61,9 @@ def dataset_identity(dataset: Any, limit: int | None = None) -> str | None:
             digest.update(f"{rel}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()
     if isinstance(dataset, ArrayImageDataset):
+        # the pixels themselves (tens of MB: milliseconds), since two copies of a dataset share names and shapes
         digest.update(f"array\0{dataset.key_prefix}\0{tuple(np.shape(dataset.images))}\0".encode())
+        digest.update(hashlib.sha256(np.ascontiguousarray(dataset.images).data).digest())
         digest.update(np.asarray(dataset.indices[:n], dtype=np.int64).tobytes())
         digest.update(np.asarray(dataset.targets[:n], dtype=np.int64).tobytes())
         return digest.hexdigest()
