@@ -80,9 +80,11 @@ class SplitTransform:
 
     def to_model_input(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> what the whole transform gives, stacked: (B, 3, H, W) float."""
-        images = pixels.permute(0, 3, 1, 2).contiguous().to(torch.get_default_dtype()).div(255)
-        for step in self.tensor_part:
-            images = step(images)
+        images = pixels.permute(0, 3, 1, 2).contiguous().to(torch.get_default_dtype()).div_(255)
+        for step in self.tensor_part:  # Normalize's own arithmetic (sub_ then div_), without its copy
+            mean = torch.as_tensor(step.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+            std = torch.as_tensor(step.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+            images.sub_(mean).div_(std)
         return images
 
 
