@@ -25,7 +25,38 @@ MTIL_ORDERS = {
 FEWSHOT_MTIL_DEFAULT = 5  # ConDU / MoE-Adapters few-shot MTIL
 SKIPPED_RECORDED = 20  # unreadable files listed by name in the task info (all are counted)
 
-_COMMON = {"layout": None, "shots": None, "fewshot_cache": None, "skip_corrupt": False, "templates": None}
+_COMMON = {"layout": None, "shots": None, "fewshot_cache": None, "fewshot_draw": None, "fewshot_files": None,
+           "skip_corrupt": False, "templates": None}
+COOP_PROTOCOLS = ("base_to_novel", "cross_dataset", "domain_generalisation")
+
+
+def fewshot_draw(opts: dict[str, Any]) -> str:
+    """The draw: ``imported`` from ``fewshot_files``, else as given, else ``dassl`` (CoOp's files) on the coop layout
+    and ``condu`` (the harness's own, unchanged) elsewhere."""
+    from condu_bench.datasets.fewshot import check_draw
+
+    value = opts.get("fewshot_draw")
+    if opts.get("fewshot_files"):
+        if value is not None:
+            raise UserError("scenario.options: give fewshot_files (import CoOp's shot_K-seed_S.pkl draws) or fewshot_draw, "
+                            "not both")
+        return "imported"
+    return check_draw(value) if value is not None else ("dassl" if opts.get("layout") == "coop" else "condu")
+
+
+def hashed_options(scenario: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the defaults that changed results since configs were written without them filled in.
+
+    The run's resolved config (and so its hash) then says which few-shot draw made the shots: ``dassl``, the
+    default on the coop layout, is written in; ``condu`` stays implicit, so configs written before the choice
+    existed keep their hashes (and their results).
+    """
+    if scenario not in COOP_PROTOCOLS + ("mtil",) or options.get("fewshot_draw") is not None or options.get("fewshot_files"):
+        return options
+    layout = options.get("layout", "zscl" if scenario == "mtil" else "coop")
+    if layout == "coop" and (scenario != "mtil" or options.get("shots")):
+        return {**options, "fewshot_draw": "dassl"}
+    return options
 
 
 def _options(options: dict[str, Any], defaults: dict[str, Any], scenario: str) -> dict[str, Any]:
@@ -113,11 +144,20 @@ class _Loader:
 
     def train_splits(self, spec: Any, listing: Any, layout: str, shots: int | None, info: dict[str, Any]) -> dict[str, Any]:
         if not shots:
+            if self.opts["fewshot_files"]:
+                raise UserError("scenario.options.fewshot_files imports few-shot draws: it needs shots (e.g. shots=16)")
             return {k: v for k, v in listing.splits.items() if k in ("train", "val")}
-        from condu_bench.datasets.fewshot import fewshot_splits
+        if self.opts["fewshot_files"]:
+            from condu_bench.datasets.coop_files import fewshot_file, imported_splits
 
-        splits, fs_info = fewshot_splits(listing.splits, spec.name, layout, shots, self.seed, self.opts["fewshot_cache"])
-        info.update({k: v for k, v in fs_info.items() if k.startswith("cache")})
+            path = fewshot_file(self.opts["fewshot_files"], listing.folder, self.root, shots, self.seed)
+            splits, fs_info = imported_splits(listing.splits, path)
+        else:
+            from condu_bench.datasets.fewshot import fewshot_splits
+
+            splits, fs_info = fewshot_splits(listing.splits, spec.name, layout, shots, self.seed, self.opts["fewshot_cache"],
+                                             fewshot_draw(self.opts))
+        info.update({k: v for k, v in fs_info.items() if k.startswith(("cache", "fewshot"))})
         info["n_val_shots"] = len(splits["val"]) if "val" in splits else 0
         return splits
 
@@ -170,7 +210,8 @@ def build_mtil(options: dict[str, Any], seed: int, data_root: str | Path | None 
         streams=[Stream(f"order_{order_name}", tasks)],
         task_agnostic=bool(opts["task_agnostic"]),
         info={"order": order_name, "datasets": names, "layout": opts["layout"], "layout_fallbacks": fallbacks,
-              "shots": shots, "templates": opts["templates"], "data_root": str(root)},
+              "shots": shots, "fewshot_draw": fewshot_draw(opts) if shots else None, "templates": opts["templates"],
+              "data_root": str(root)},
     )
 
 
@@ -209,7 +250,8 @@ def build_base_to_novel(options: dict[str, Any], seed: int, data_root: str | Pat
                                     train=train, val=val, split_convention=opts["layout"], info=half_info)
         streams.append(Stream(spec.name, train=[halves["base"]], evaluate=[halves["base"], halves["novel"]]))
     return Scenario(name="base_to_novel", protocol="base_to_novel", streams=streams,
-                    info={"layout": opts["layout"], "shots": shots, "templates": opts["templates"],
+                    info={"layout": opts["layout"], "shots": shots, "fewshot_draw": fewshot_draw(opts) if shots else None,
+                          "templates": opts["templates"],
                           "datasets": [s.name for s in streams], "data_root": str(root)})
 
 
@@ -239,7 +281,9 @@ def _transfer(protocol: str, options: dict[str, Any], seed: int, data_root: Any,
     evaluate = ([source] if opts["include_source"] else []) + target_tasks
     return Scenario(name=protocol, protocol=protocol,  # type: ignore[arg-type]
                     streams=[Stream(f"{spec.name}->targets", train=[source], evaluate=evaluate)],
-                    info={"layout": opts["layout"], "shots": shots, "templates": opts["templates"], "source": spec.name,
+                    info={"layout": opts["layout"], "shots": shots, "fewshot_draw": fewshot_draw(opts) if shots else None,
+                          "templates": opts["templates"],
+                          "source": spec.name,
                           "targets": [t.name for t in target_tasks], "data_root": str(root)})
 
 
