@@ -207,8 +207,8 @@ def _run_locked(config: RunConfig, out: Path, force: bool, log, directory_for, h
         ctx = RunContext(
             model=model, tokenizer=loaded.tokenizer, device=device, pretrained_state=pretrained_state,
             train_config=trains[name], seed=seed, train_transform=loaded.train_transform,
-            eval_transform=loaded.eval_transform, autocast=autocast_factory(device, trains[name].precision),
-            scenario_name=scenario.name, data_root=config.data_root,
+            eval_transform=loaded.eval_transform, coop_train_transform=loaded.coop_train_transform,
+            autocast=autocast_factory(device, trains[name].precision), scenario_name=scenario.name, data_root=config.data_root,
         )
         observer = make_observer(config.logging, directory, f"{name}-seed{seed}-{digest}", run_config)
         runner = MethodRun(method_classes[name], method_configs[name], config, scenario, ctx, directory, digest, observer)

@@ -234,3 +234,59 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, monkeypatch):
     odd = write_coop_pkl(tmp_path / "odd.pkl", ["not", "a", "dict"])
     with pytest.raises(FewShotFileError, match="expected a dict with 'train'"):
         read_fewshot_file(odd)
+
+
+# --- CoOp's train augmentation ----------------------------------------------------------------------------------------
+
+def check_coop_transform(transform, size):
+    from torchvision import transforms as T
+
+    crop, flip, to_tensor, normalize = transform.transforms  # Dassl's order, nothing else
+    assert type(crop) is T.RandomResizedCrop and type(flip) is T.RandomHorizontalFlip
+    assert type(to_tensor) is T.ToTensor and type(normalize) is T.Normalize
+    assert crop.size == (size, size) and crop.scale == (0.08, 1.0) and crop.ratio == pytest.approx((3 / 4, 4 / 3))
+    assert crop.interpolation == T.InterpolationMode.BICUBIC and flip.p == 0.5
+    return normalize
+
+
+def test_coop_augmentation_is_dassls_pipeline():
+    from PIL import Image
+
+    from condu_bench.config import ModelConfig
+    from condu_bench.method import RunContext
+    from condu_bench.models.loading import coop_train_transform, load_model
+
+    clip_mean, clip_std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)  # CoOp's configs
+    normalize = check_coop_transform(coop_train_transform(224, clip_mean, clip_std), 224)
+    assert tuple(normalize.mean) == clip_mean and tuple(normalize.std) == clip_std
+    loaded = load_model(ModelConfig(arch="condu-micro-vit", pretrained=None), progress=False)
+    size = loaded.model.visual.image_size
+    size = size[0] if isinstance(size, tuple) else size
+    check_coop_transform(loaded.coop_train_transform, size)
+    assert loaded.coop_train_transform(Image.new("RGB", (50, 30))).shape == (3, size, size)
+    ctx = RunContext(model=loaded.model, tokenizer=None, device=None, pretrained_state={}, train_config=None, seed=0,
+                     train_transform=loaded.train_transform, eval_transform=loaded.eval_transform,
+                     coop_train_transform=loaded.coop_train_transform)
+    assert ctx.augmentation("coop") is loaded.coop_train_transform and ctx.augmentation("model") is loaded.train_transform
+    assert ctx.augmentation("none") is loaded.eval_transform
+    with pytest.raises(UserError, match="no such transform"):
+        RunContext(model=None, tokenizer=None, device=None, pretrained_state={}, train_config=None, seed=0).augmentation("coop")
+
+
+@pytest.mark.parametrize("benchmark_file", ["base_to_novel", "cross_dataset", "domain_generalisation"])
+def test_coop_benchmark_files_train_with_coop_augmentation(benchmark_file):
+    from condu_bench.config import load_config
+    from condu_bench.experiment import method_run_config
+    from condu_bench.recipes import resolve_train
+    from condu_bench.registries import METHODS
+    from condu_bench.resources import benchmark_path
+
+    config = load_config(benchmark_path(benchmark_file))
+    for name in config.methods:
+        cls = METHODS.get(name)
+        train = resolve_train(config.train, getattr(cls, "recipe", None), config.recipes.get(name), name)
+        assert train.augment == "coop", name
+        resolved = method_run_config(config, name, 1, cls.Config(), train)
+        assert resolved["train"]["augment"] == "coop" and resolved["scenario"]["options"]["fewshot_draw"] == "dassl"
+    with pytest.raises(UserError, match=r"augment='crop' is not one of \['coop', 'model', 'none'\]"):
+        load_config(benchmark_path(benchmark_file), ["train.augment=crop"])
