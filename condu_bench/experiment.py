@@ -203,6 +203,8 @@ def _run_locked(config: RunConfig, out: Path, force: bool, log, directory_for, h
     pretrained_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     for seed, name, run_config, digest, directory, action in pending:
         scenario = scenarios[seed]
+        if getattr(method_classes[name], "zero_shot_templates", False):
+            scenario = scenario.for_zero_shot()
         log(f"[{action}] {name} seed {seed} -> {directory}")
         ctx = RunContext(
             model=model, tokenizer=loaded.tokenizer, device=device, pretrained_state=pretrained_state,

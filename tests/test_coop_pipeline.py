@@ -141,7 +141,7 @@ def test_scenarios_default_to_dassl_on_the_coop_layout(eurosat_root, global_rand
     assert hashed_options("base_to_novel", {"shots": 16})["fewshot_draw"] == "dassl"
     assert hashed_options("mtil", {"shots": 5, "layout": "coop"})["fewshot_draw"] == "dassl"
     assert hashed_options("mtil", {"shots": 5}) == {"shots": 5}
-    assert hashed_options("base_to_novel", {"fewshot_draw": "condu"}) == {"fewshot_draw": "condu"}
+    assert hashed_options("base_to_novel", {"fewshot_draw": "condu"})["fewshot_draw"] == "condu"
 
 
 # --- CoOp's shot_K-seed_S.pkl files ---------------------------------------------------------------------------------
@@ -290,3 +290,43 @@ def test_coop_benchmark_files_train_with_coop_augmentation(benchmark_file):
         assert resolved["train"]["augment"] == "coop" and resolved["scenario"]["options"]["fewshot_draw"] == "dassl"
     with pytest.raises(UserError, match=r"augment='crop' is not one of \['coop', 'model', 'none'\]"):
         load_config(benchmark_path(benchmark_file), ["train.augment=crop"])
+
+
+# --- templates ------------------------------------------------------------------------------------------------------
+
+def test_zero_shot_rows_use_coops_zero_shot_templates(eurosat_root, tmp_path):
+    from condu_bench.datasets.catalog import COOP_DATASETS, DG_TARGETS, get_spec
+    from condu_bench.scenarios.real import build_base_to_novel, build_mtil, hashed_options
+
+    # CoOp trainers/zsclip.py vs KgCoOp trainers/kgcoop.py: only DTD differs
+    differ = [n for n in [*COOP_DATASETS, *DG_TARGETS] if get_spec(n).template_set("coop_zeroshot") != ("coop_zeroshot", [get_spec(n).coop_template])]
+    assert differ == ["DTD"] and get_spec("DTD").template_set("coop_zeroshot")[1] == ["{} texture."]
+    assert get_spec("DTD").template_set("coop") == ("handcrafted", ["a photo of a {}, a type of texture."])
+    with pytest.raises(UserError, match="MNIST has no 'coop_zeroshot' templates"):
+        get_spec("MNIST").template_set("coop_zeroshot")
+
+    root, _ = eurosat_root
+    scenario = build_base_to_novel({"datasets": ["EuroSAT"], "shots": 2, "fewshot_cache": str(tmp_path)}, 1, root)
+    base, novel = scenario.streams[0].evaluate
+    assert base.info["templates"] == "handcrafted" and base.info["zeroshot_templates"] == "coop_zeroshot"
+    assert scenario.info["templates"] == "handcrafted" and scenario.info["zeroshot_templates"] == "coop_zeroshot"
+    zero = scenario.for_zero_shot()
+    zbase, znovel = zero.streams[0].evaluate
+    assert zero.streams[0].train[0] is zbase and zbase.train is base.train  # same shots, one task object per stream
+    assert zbase.info["templates"] == "coop_zeroshot" and zero.info["templates"] == "coop_zeroshot"
+    assert base.info["templates"] == "handcrafted"  # the other methods' scenario is untouched
+    assert hashed_options("cross_dataset", {})["zeroshot_templates"] == "coop_zeroshot"
+    same = build_base_to_novel({"datasets": ["EuroSAT"], "shots": 2, "fewshot_cache": str(tmp_path),
+                                "zeroshot_templates": "handcrafted"}, 1, root)
+    assert same.for_zero_shot().streams[0].evaluate[0].templates == base.templates
+    with pytest.raises(UserError, match="scenario.options.templates: unknown template set 'fancy'"):
+        build_base_to_novel({"datasets": ["EuroSAT"], "templates": "fancy"}, 1, root)
+    mtil = build_mtil({"order": ["EuroSAT"], "layout": "coop"}, 1, root)
+    assert mtil.for_zero_shot() is mtil and mtil.streams[0].train[0].info["templates"] == "ensemble"
+
+
+def test_zeroshot_method_declares_zero_shot_rows():
+    from condu_bench.registries import METHODS
+
+    assert METHODS.get("zeroshot").zero_shot_templates
+    assert not any(getattr(METHODS.get(m), "zero_shot_templates", False) for m in ("coop", "kgcoop", "clipfit", "finetune"))
