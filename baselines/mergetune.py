@@ -192,7 +192,7 @@ class MergeTune(PromptLearning):
         data = task.data
         info = TaskInfo(index=task.index, data=data, lr=train.lr_per_task.get(task.name, train.lr),
                         iterations=task_iterations(train, task.name, len(data.train), data.info.get("dataset")))
-        transform = ctx.train_transform if train.augment == "model" else ctx.eval_transform
+        transform = ctx.augmentation(train.augment)
         own_train = ctx.train_config
         ctx.train_config = train
         try:

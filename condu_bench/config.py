@@ -70,7 +70,9 @@ class TrainConfig:
     grad_clip_norm: float | None = None
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     train_templates: str = "first"  # first | all: templates of the text classifier used in the training loss
-    augment: str = "model"  # model: the model's train transform | none: the eval transform
+    # model: the model's train transform (open_clip: RandomResizedCrop scale 0.9-1) | coop: CoOp/Dassl's
+    # RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip | none: the eval transform
+    augment: str = "model"
     # The model a task keeps: last (after the last step) | best_val (the epoch with the best validation accuracy,
     # first on ties, as Dassl's TEST.FINAL_MODEL best_val; needs a val split)
     select: str = "last"
@@ -85,7 +87,7 @@ TRAIN_CHOICES = {
     "schedule": {"cosine", "constant", "epoch_cosine"},
     "precision": {"auto", "fp32", "bf16"},
     "train_templates": {"first", "all"},
-    "augment": {"model", "none"},
+    "augment": {"model", "coop", "none"},
     "select": {"last", "best_val"},
 }
 

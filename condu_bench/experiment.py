@@ -35,7 +35,10 @@ def versions() -> dict[str, str]:
 def method_run_config(config: RunConfig, method: str, seed: int, method_config: Any, train: Any) -> dict[str, Any]:
     """The resolved config of one (method, seed) run: what is hashed and written as config.yaml. ``train`` is the
     method's resolved recipe (:func:`condu_bench.recipes.resolve_train`), which replaces the ``recipes`` layers."""
+    from condu_bench.scenarios.real import hashed_options
+
     data = to_dict(replace(config, methods=[method], seeds=[seed], method_options={}, progress=True, train=train))
+    data["scenario"]["options"] = hashed_options(config.scenario.name, data["scenario"]["options"])
     data.pop("recipes")
     data["method_options"] = {method: to_dict(method_config)}
     data.pop("progress")
@@ -200,12 +203,14 @@ def _run_locked(config: RunConfig, out: Path, force: bool, log, directory_for, h
     pretrained_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     for seed, name, run_config, digest, directory, action in pending:
         scenario = scenarios[seed]
+        if getattr(method_classes[name], "zero_shot_templates", False):
+            scenario = scenario.for_zero_shot()
         log(f"[{action}] {name} seed {seed} -> {directory}")
         ctx = RunContext(
             model=model, tokenizer=loaded.tokenizer, device=device, pretrained_state=pretrained_state,
             train_config=trains[name], seed=seed, train_transform=loaded.train_transform,
-            eval_transform=loaded.eval_transform, autocast=autocast_factory(device, trains[name].precision),
-            scenario_name=scenario.name, data_root=config.data_root,
+            eval_transform=loaded.eval_transform, coop_train_transform=loaded.coop_train_transform,
+            autocast=autocast_factory(device, trains[name].precision), scenario_name=scenario.name, data_root=config.data_root,
         )
         observer = make_observer(config.logging, directory, f"{name}-seed{seed}-{digest}", run_config)
         runner = MethodRun(method_classes[name], method_configs[name], config, scenario, ctx, directory, digest, observer)

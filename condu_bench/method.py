@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from condu_bench.data.task import TaskData
+from condu_bench.errors import UserError
 
 
 @dataclass
@@ -62,6 +63,7 @@ class RunContext:
     seed: int
     train_transform: Any = None
     eval_transform: Any = None
+    coop_train_transform: Any = None  # CoOp/Dassl's augmentation (train.augment=coop)
     autocast: Any = None  # callable returning the autocast context of this run
     tasks_seen: list[TaskData] = field(default_factory=list)
     # Task-agnostic evaluation calls ``logits(images, None, ctx)``: logits then cover the classes of these
@@ -69,6 +71,14 @@ class RunContext:
     label_space: list[TaskData] = field(default_factory=list)
     scenario_name: str = ""  # the built scenario's name (e.g. "synthetic_mtil", "mtil_order1")
     data_root: str | None = None  # the run's data_root (methods resolve their relative input paths against it)
+
+    def augmentation(self, augment: str) -> Any:
+        """The train transform ``train.augment`` names: ``model`` | ``coop`` | ``none`` (the eval transform)."""
+        transform = {"model": self.train_transform, "coop": self.coop_train_transform, "none": self.eval_transform}.get(augment)
+        if transform is None:
+            raise UserError(f"train.augment={augment!r}: this run has no such transform (model, coop or none; "
+                            "a RunContext made by hand needs train_transform / coop_train_transform / eval_transform)")
+        return transform
 
     @property
     def synthetic(self) -> bool:
@@ -141,8 +151,6 @@ class Method(Protocol):
 def check_method_class(registered_as: str, cls: type) -> type:
     """``cls`` if it has every member of :class:`Method` (hooks callable); else a UserError naming what is missing."""
     import dataclasses
-
-    from condu_bench.errors import UserError
 
     hooks = [n for n, v in vars(Method).items() if callable(v) and not n.startswith("_")]
     missing = [n for n in Method.__annotations__ if not hasattr(cls, n)]

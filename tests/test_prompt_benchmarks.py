@@ -46,6 +46,8 @@ def test_prompt_methods_run_each_transfer_benchmark(coop_root, tmp_path, benchma
         # The reference recipe, with the budget and batch of this quick run.
         assert (train["optimizer"], train["lr"], train["schedule"], train["warmup_epochs"]) == ("sgd", 0.002, "epoch_cosine", 1)
         assert (train["iterations"], train["epochs"], train["batch_size"]) == (2, None, 4)
+        assert train["augment"] == "coop"  # CoOp/Dassl's RandomResizedCrop(0.08-1) + flip
+        assert {i.get("fewshot_draw") for i in metrics["dataset_info"].values() if i.get("shots")} == {"dassl"}
         if benchmark_file == "base_to_novel":
             assert set(metrics["per_dataset"]) == {"EuroSAT", "DTD"}
         else:

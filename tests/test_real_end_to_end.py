@@ -48,6 +48,10 @@ def test_base_to_novel_benchmark_on_a_fake_coop_tree(tmp_path):
         b, n = row["base"], row["novel"]
         assert row["hm"] == pytest.approx(0 if b + n == 0 else 2 * b * n / (b + n))
     assert (out / "finetune" / "seed1" / "accuracy_matrix_EuroSAT.csv").is_file()
+    # zero-shot rows with CoOp's zero-shot prompt (DTD "{} texture."), the other methods with the hand-crafted ones
+    finetune = json.loads((out / "finetune" / "seed1" / "metrics.json").read_text())
+    assert metrics["dataset_info"]["DTD/base"]["templates"] == metrics["scenario_info"]["templates"] == "coop_zeroshot"
+    assert finetune["dataset_info"]["DTD/base"]["templates"] == finetune["scenario_info"]["templates"] == "handcrafted"
 
 
 def test_data_check_command(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,13 +36,25 @@ class TaskData:
     split_convention: str = "unspecified"
     val: ImageDataset | None = None  # a validation split (CoOp layouts), for methods that select a model on it
     info: dict[str, Any] = field(default_factory=dict)
+    # The templates zero-shot CLIP rows are scored with, where the protocol's references used others than
+    # ``templates`` (CoOp: trainers/zsclip.py); None: the same. Names of both sets are in info["templates"] /
+    # info["zeroshot_templates"].
+    zeroshot_templates: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.classnames:
             raise ValueError(f"task {self.name!r} has no class names")
-        bad = [t for t in self.templates if t.count("{}") != 1]
-        if not self.templates or bad:
-            raise ValueError(f"task {self.name!r}: every template needs exactly one '{{}}' (bad: {bad})")
+        for templates in (self.templates, self.zeroshot_templates):
+            bad = [t for t in templates or [] if t.count("{}") != 1]
+            if templates is not None and (not templates or bad):
+                raise ValueError(f"task {self.name!r}: every template needs exactly one '{{}}' (bad: {bad})")
+
+    def for_zero_shot(self) -> TaskData:
+        """This task as zero-shot CLIP rows see it: ``zeroshot_templates`` as ``templates`` (itself when there are none)."""
+        if self.zeroshot_templates is None:
+            return self
+        info = {**self.info, "templates": self.info.get("zeroshot_templates", "zeroshot")}
+        return dataclasses.replace(self, templates=list(self.zeroshot_templates), info=info)
 
     @property
     def num_classes(self) -> int:

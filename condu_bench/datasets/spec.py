@@ -18,6 +18,11 @@ from typing import Any, Literal
 from condu_bench.errors import UserError
 
 LAYOUTS = ("zscl", "coop")
+# Named prompt-template sets, each a key of the dataset's data file: "handcrafted" is the one template of KgCoOp /
+# CLIPFit / MergeTune (trainers/kgcoop.py CUSTOM_TEMPLATES), "coop_zeroshot" the one CoOp scored zero-shot CLIP with
+# (trainers/zsclip.py; differs for DTD), "ensemble" the MTIL references' list (ZSCL / OpenAI CLIP).
+TEMPLATE_SETS = {"handcrafted": "coop_template", "coop_zeroshot": "coop_zeroshot_template", "ensemble": "templates"}
+TEMPLATE_ALIASES = {"coop": "handcrafted"}  # the older name of the hand-crafted set
 Problem = Literal["missing", "malformed", "unsupported"]
 
 
@@ -83,6 +88,17 @@ class DatasetSpec:
     def coop_template(self) -> str:
         """The single hand-crafted CoOp/KgCoOp template (base-to-novel, cross-dataset, domain generalisation)."""
         return self.data["coop_template"]
+
+    def template_set(self, name: str) -> tuple[str, list[str]]:
+        """``(set name, templates)`` of a named template set (:data:`TEMPLATE_SETS`; ``coop`` is ``handcrafted``)."""
+        canonical = TEMPLATE_ALIASES.get(name, name)
+        if canonical not in TEMPLATE_SETS:
+            raise UserError(f"unknown template set {name!r} (valid: {', '.join(TEMPLATE_SETS)}; coop = handcrafted)")
+        value = self.data.get(TEMPLATE_SETS[canonical])
+        if value is None:
+            raise UserError(f"{self.name} has no {canonical!r} templates (its data file {self.data_file} lacks "
+                            f"{TEMPLATE_SETS[canonical]!r}); choose another template set")
+        return canonical, [value] if isinstance(value, str) else list(value)
 
     def layout(self, layout: str) -> LayoutSpec:
         if layout not in LAYOUTS:

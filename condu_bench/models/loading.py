@@ -35,6 +35,7 @@ class LoadedModel:
     train_transform: Any
     eval_transform: Any
     info: dict[str, Any] = field(default_factory=dict)  # arch, tag, weights file, sha256, quick_gelu
+    coop_train_transform: Any = None  # train.augment=coop
 
 
 def is_torchscript_archive(path: Path) -> bool:
@@ -266,7 +267,27 @@ def load_model(cfg: ModelConfig, progress: bool = True) -> LoadedModel:
     train_transform = image_transform_v2(preprocess, is_train=True)
     eval_transform = image_transform_v2(preprocess, is_train=False)
     tokenizer = open_clip.get_tokenizer(cfg.arch)
-    return LoadedModel(model, tokenizer, train_transform, eval_transform, info)
+    return LoadedModel(model, tokenizer, train_transform, eval_transform, info,
+                       coop_train_transform(preprocess.size, preprocess.mean, preprocess.std))
+
+
+def coop_train_transform(size: int | tuple[int, int], mean: Any, std: Any) -> Any:
+    """CoOp's training augmentation: Dassl's ``_build_transform_train`` for CoOp's ``INPUT.TRANSFORMS``
+    (``random_resized_crop``, ``random_flip``, ``normalize``) with ``INPUT.INTERPOLATION: bicubic``.
+
+    Dassl's order: RandomResizedCrop(size, scale=INPUT.RRCROP_SCALE = (0.08, 1.0), default ratio), RandomHorizontalFlip
+    (p 0.5), ToTensor, Normalize (CoOp's configs give CLIP's mean and std: the model's). Images arrive as RGB PIL, as
+    Dassl's ``read_image`` gives them.
+    """
+    from torchvision import transforms as T
+
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(p=0.5),
+        T.ToTensor(),
+        T.Normalize(mean=mean, std=std),
+    ])
 
 
 def load_weights_into(model: Any, state: dict[str, Any], source: Path) -> None:

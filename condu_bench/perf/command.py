@@ -37,7 +37,7 @@ def context_for(config: Any, arch: str):
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return RunContext(model=model, tokenizer=loaded.tokenizer, device=device, pretrained_state=state,
                       train_config=config.train, seed=0, train_transform=loaded.train_transform,
-                      eval_transform=loaded.eval_transform, autocast=autocast_factory(device, config.train.precision))
+                      eval_transform=loaded.eval_transform, coop_train_transform=loaded.coop_train_transform, autocast=autocast_factory(device, config.train.precision))
 
 
 def run_bench(config: Any, quick: bool, photo_root: Path, log=print) -> dict[str, Any]:

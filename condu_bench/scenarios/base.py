@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from condu_bench.data.task import TaskData
@@ -42,6 +42,20 @@ class Scenario:
     streams: list[Stream]
     task_agnostic: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # split convention, shots, order, ... recorded in results
+
+    def for_zero_shot(self) -> Scenario:
+        """The scenario as zero-shot CLIP rows see it: every task with its zero-shot templates (itself when none has
+        any); a task trained and evaluated in a stream stays one object."""
+        if all(t.zeroshot_templates is None for s in self.streams for t in s.train + s.evaluate):
+            return self
+        swapped: dict[int, TaskData] = {}
+
+        def swap(task: TaskData) -> TaskData:
+            return swapped.setdefault(id(task), task.for_zero_shot())
+
+        streams = [Stream(s.name, [swap(t) for t in s.train], [swap(t) for t in s.evaluate]) for s in self.streams]
+        info = {**self.info, "templates": self.info.get("zeroshot_templates", self.info.get("templates"))}
+        return replace(self, streams=streams, info=info)
 
     @property
     def split_conventions(self) -> list[str]:

@@ -25,7 +25,43 @@ MTIL_ORDERS = {
 FEWSHOT_MTIL_DEFAULT = 5  # ConDU / MoE-Adapters few-shot MTIL
 SKIPPED_RECORDED = 20  # unreadable files listed by name in the task info (all are counted)
 
-_COMMON = {"layout": None, "shots": None, "fewshot_cache": None, "skip_corrupt": False, "templates": None}
+_COMMON = {"layout": None, "shots": None, "fewshot_cache": None, "fewshot_draw": None, "fewshot_files": None,
+           "skip_corrupt": False, "templates": None, "zeroshot_templates": None}
+# CoOp's protocols: prompt methods (and fine-tuning) use KgCoOp's hand-crafted template, zero-shot CLIP rows CoOp's
+# zero-shot one (trainers/zsclip.py), as the papers' tables were made.
+COOP_TEMPLATES = {"templates": "handcrafted", "zeroshot_templates": "coop_zeroshot"}
+COOP_PROTOCOLS = ("base_to_novel", "cross_dataset", "domain_generalisation")
+
+
+def fewshot_draw(opts: dict[str, Any]) -> str:
+    """The draw: ``imported`` from ``fewshot_files``, else as given, else ``dassl`` (CoOp's files) on the coop layout
+    and ``condu`` (the harness's own, unchanged) elsewhere."""
+    from condu_bench.datasets.fewshot import check_draw
+
+    value = opts.get("fewshot_draw")
+    if opts.get("fewshot_files"):
+        if value is not None:
+            raise UserError("scenario.options: give fewshot_files (import CoOp's shot_K-seed_S.pkl draws) or fewshot_draw, "
+                            "not both")
+        return "imported"
+    return check_draw(value) if value is not None else ("dassl" if opts.get("layout") == "coop" else "condu")
+
+
+def hashed_options(scenario: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the defaults that changed results since configs were written without them filled in.
+
+    The run's resolved config (and so its hash) then says which few-shot draw made the shots and which templates
+    zero-shot rows use: ``dassl``, the default on the coop layout, is written in, and so is ``zeroshot_templates`` on
+    CoOp's protocols; ``condu`` stays implicit, so configs written before the choice existed keep their hashes.
+    """
+    if scenario in COOP_PROTOCOLS and options.get("zeroshot_templates") is None:
+        options = {**options, "zeroshot_templates": COOP_TEMPLATES["zeroshot_templates"]}  # zero-shot rows changed prompt
+    if scenario not in COOP_PROTOCOLS + ("mtil",) or options.get("fewshot_draw") is not None or options.get("fewshot_files"):
+        return options
+    layout = options.get("layout", "zscl" if scenario == "mtil" else "coop")
+    if layout == "coop" and (scenario != "mtil" or options.get("shots")):
+        return {**options, "fewshot_draw": "dassl"}
+    return options
 
 
 def _options(options: dict[str, Any], defaults: dict[str, Any], scenario: str) -> dict[str, Any]:
@@ -71,12 +107,23 @@ def _order(value: Any) -> tuple[str, list[str]]:
     return "custom", _names(value)
 
 
-def _templates(spec: Any, choice: str) -> list[str]:
-    if choice == "coop":
-        return [spec.coop_template]
-    if choice == "ensemble":
-        return spec.templates
-    raise UserError(f"scenario.options.templates must be 'coop' (one hand-crafted template) or 'ensemble', not {choice!r}")
+def _set_names(opts: dict[str, Any]) -> dict[str, str | None]:
+    """The template sets of the scenario, by their canonical names (recorded in the scenario's info)."""
+    from condu_bench.datasets.spec import TEMPLATE_ALIASES
+
+    return {k: TEMPLATE_ALIASES.get(opts[k], opts[k]) if opts[k] else None for k in ("templates", "zeroshot_templates")}
+
+
+def _prompts(spec: Any, opts: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """TaskData's ``templates`` (and ``zeroshot_templates``) from the scenario's sets; their names go into ``info``."""
+    out = {}
+    for key in ("templates", "zeroshot_templates"):
+        if opts[key]:
+            try:
+                info[key], out[key] = spec.template_set(opts[key])
+            except UserError as exc:
+                raise UserError(f"scenario.options.{key}: {exc}") from None
+    return out
 
 
 class _Loader:
@@ -113,15 +160,24 @@ class _Loader:
 
     def train_splits(self, spec: Any, listing: Any, layout: str, shots: int | None, info: dict[str, Any]) -> dict[str, Any]:
         if not shots:
+            if self.opts["fewshot_files"]:
+                raise UserError("scenario.options.fewshot_files imports few-shot draws: it needs shots (e.g. shots=16)")
             return {k: v for k, v in listing.splits.items() if k in ("train", "val")}
-        from condu_bench.datasets.fewshot import fewshot_splits
+        if self.opts["fewshot_files"]:
+            from condu_bench.datasets.coop_files import fewshot_file, imported_splits
 
-        splits, fs_info = fewshot_splits(listing.splits, spec.name, layout, shots, self.seed, self.opts["fewshot_cache"])
-        info.update({k: v for k, v in fs_info.items() if k.startswith("cache")})
+            path = fewshot_file(self.opts["fewshot_files"], listing.folder, self.root, shots, self.seed)
+            splits, fs_info = imported_splits(listing.splits, path)
+        else:
+            from condu_bench.datasets.fewshot import fewshot_splits
+
+            splits, fs_info = fewshot_splits(listing.splits, spec.name, layout, shots, self.seed, self.opts["fewshot_cache"],
+                                             fewshot_draw(self.opts))
+        info.update({k: v for k, v in fs_info.items() if k.startswith(("cache", "fewshot"))})
         info["n_val_shots"] = len(splits["val"]) if "val" in splits else 0
         return splits
 
-    def eval_task(self, name: str, layout: str | None = None, templates: str = "coop") -> TaskData:
+    def eval_task(self, name: str, layout: str | None = None) -> TaskData:
         from condu_bench.datasets.catalog import get_spec
 
         spec = get_spec(name)
@@ -130,8 +186,8 @@ class _Loader:
         info = self.base_info(spec, listing, layout, None)
         test = self.finish(listing.splits["test"], info, "test")
         info["n_test"] = len(test)
-        return TaskData(name=spec.name, classnames=list(listing.classnames), templates=_templates(spec, templates), test=test,
-                        train=None, split_convention=layout, info=info)
+        return TaskData(name=spec.name, classnames=list(listing.classnames), test=test, train=None, split_convention=layout,
+                        info=info, **_prompts(spec, self.opts, info))
 
 
 def build_mtil(options: dict[str, Any], seed: int, data_root: str | Path | None = None) -> Scenario:
@@ -159,9 +215,8 @@ def build_mtil(options: dict[str, Any], seed: int, data_root: str | Path | None 
         train = loader.finish(train, info, "train")
         test = loader.finish(listing.splits["test"], info, "test")
         info.update(n_train=len(train), n_test=len(test))
-        tasks.append(TaskData(name=spec.mtil_name or spec.name, classnames=list(listing.classnames),
-                              templates=_templates(spec, opts["templates"]), train=train, test=test,
-                              split_convention=layout, info=info))
+        tasks.append(TaskData(name=spec.mtil_name or spec.name, classnames=list(listing.classnames), train=train, test=test,
+                              split_convention=layout, info=info, **_prompts(spec, opts, info)))
     # The published MTIL tables used zscl splits; a coop-split run gets its own name so it is never shown beside them.
     suffix = ("_fewshot" if shots else "") + ("_agnostic" if opts["task_agnostic"] else "") + ("_coopsplits" if opts["layout"] == "coop" else "")
     return Scenario(
@@ -170,7 +225,8 @@ def build_mtil(options: dict[str, Any], seed: int, data_root: str | Path | None 
         streams=[Stream(f"order_{order_name}", tasks)],
         task_agnostic=bool(opts["task_agnostic"]),
         info={"order": order_name, "datasets": names, "layout": opts["layout"], "layout_fallbacks": fallbacks,
-              "shots": shots, "templates": opts["templates"], "data_root": str(root)},
+              "shots": shots, "fewshot_draw": fewshot_draw(opts) if shots else None, **_set_names(opts),
+              "data_root": str(root)},
     )
 
 
@@ -179,7 +235,7 @@ def build_base_to_novel(options: dict[str, Any], seed: int, data_root: str | Pat
     from condu_bench.datasets.base_novel import split_half
     from condu_bench.datasets.catalog import COOP_DATASETS, get_spec
 
-    opts = _options(options, {**_COMMON, "datasets": COOP_DATASETS, "shots": 16, "layout": "coop", "templates": "coop"},
+    opts = _options(options, {**_COMMON, "datasets": COOP_DATASETS, "shots": 16, "layout": "coop", **COOP_TEMPLATES},
                     "base_to_novel")
     root = _root(data_root, "base_to_novel")
     shots = _shots(opts["shots"], 16)
@@ -190,7 +246,7 @@ def build_base_to_novel(options: dict[str, Any], seed: int, data_root: str | Pat
         listing = loader.listing(spec, opts["layout"])
         info = loader.base_info(spec, listing, opts["layout"], shots)
         drawn = loader.train_splits(spec, listing, opts["layout"], shots, info)  # drawn before the split
-        templates = _templates(spec, opts["templates"])
+        prompts = _prompts(spec, opts, info)
         halves = {}
         for half in ("base", "novel"):
             test, classnames = split_half(listing.splits["test"], listing.classnames, half)
@@ -205,19 +261,19 @@ def build_base_to_novel(options: dict[str, Any], seed: int, data_root: str | Pat
                     half_info["n_val"] = len(val)
             test = loader.finish(test, half_info, "test")
             half_info["n_test"] = len(test)
-            halves[half] = TaskData(name=f"{spec.name}/{half}", classnames=classnames, templates=templates, test=test,
-                                    train=train, val=val, split_convention=opts["layout"], info=half_info)
+            halves[half] = TaskData(name=f"{spec.name}/{half}", classnames=classnames, test=test, train=train, val=val,
+                                    split_convention=opts["layout"], info=half_info, **prompts)
         streams.append(Stream(spec.name, train=[halves["base"]], evaluate=[halves["base"], halves["novel"]]))
     return Scenario(name="base_to_novel", protocol="base_to_novel", streams=streams,
-                    info={"layout": opts["layout"], "shots": shots, "templates": opts["templates"],
-                          "datasets": [s.name for s in streams], "data_root": str(root)})
+                    info={"layout": opts["layout"], "shots": shots, "fewshot_draw": fewshot_draw(opts) if shots else None,
+                          **_set_names(opts), "datasets": [s.name for s in streams], "data_root": str(root)})
 
 
 def _transfer(protocol: str, options: dict[str, Any], seed: int, data_root: Any, targets: list[str]) -> Scenario:
     from condu_bench.datasets.catalog import get_spec
 
     opts = _options(options, {**_COMMON, "source": "ImageNet", "targets": targets, "shots": 16, "layout": "coop",
-                              "templates": "coop", "include_source": True}, protocol)
+                              **COOP_TEMPLATES, "include_source": True}, protocol)
     root = _root(data_root, protocol)
     shots = _shots(opts["shots"], 16)
     loader = _Loader(root, opts, seed)
@@ -229,17 +285,18 @@ def _transfer(protocol: str, options: dict[str, Any], seed: int, data_root: Any,
     val = loader.finish(drawn["val"], info, "val") if "val" in drawn else None
     test = loader.finish(listing.splits["test"], info, "test")
     info.update(n_train=len(train), n_test=len(test), n_val=len(val) if val is not None else 0, role="source")
-    source = TaskData(name=spec.name, classnames=list(listing.classnames), templates=_templates(spec, opts["templates"]),
-                      train=train, val=val, test=test, split_convention=opts["layout"], info=info)
+    source = TaskData(name=spec.name, classnames=list(listing.classnames), train=train, val=val, test=test,
+                      split_convention=opts["layout"], info=info, **_prompts(spec, opts, info))
     target_tasks = []
     for name in _names(opts["targets"]):
-        task = loader.eval_task(name, templates=opts["templates"])
+        task = loader.eval_task(name)
         task.info["role"] = "target"
         target_tasks.append(task)
     evaluate = ([source] if opts["include_source"] else []) + target_tasks
     return Scenario(name=protocol, protocol=protocol,  # type: ignore[arg-type]
                     streams=[Stream(f"{spec.name}->targets", train=[source], evaluate=evaluate)],
-                    info={"layout": opts["layout"], "shots": shots, "templates": opts["templates"], "source": spec.name,
+                    info={"layout": opts["layout"], "shots": shots, "fewshot_draw": fewshot_draw(opts) if shots else None,
+                          **_set_names(opts), "source": spec.name,
                           "targets": [t.name for t in target_tasks], "data_root": str(root)})
 
 

@@ -129,7 +129,7 @@ class MethodRun:
             result.rows = [row for _ in stream.train]
             self.report = {**method.report(), **self.cost_report(self.ctx)}
             return
-        train_tf = ctx.train_transform if ctx.train_config.augment == "model" else ctx.eval_transform
+        train_tf = ctx.augmentation(ctx.train_config.augment)
         benchmark = build_avalanche_benchmark(stream, train_tf, ctx.eval_transform)
         if self.observer is not None:
             self.observer.start_stream(s_index, stream.name, [self.task_info(i, stream).iterations for i in range(len(stream.train))])
