@@ -110,6 +110,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"{', '.join(given)} only apply with --full-mtil")
     from condu_bench.cli import resolve_benchmark
     from condu_bench.config import load_config
+    from condu_bench.perf.photos import PHOTO_VERSION
     from condu_bench.synthetic.pretrain import default_cache_dir
 
     overrides = [] if args.quick else ["model.arch=ViT-B-16"]
@@ -118,7 +119,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(config.num_threads)
-    photo_root = Path(args.photos) if args.photos else default_cache_dir() / "bench-photos-500x375"
+    photo_root = Path(args.photos) if args.photos else default_cache_dir() / f"bench-photos-500x375-v{PHOTO_VERSION}"
     out = run_bench(config, args.quick, photo_root, log=_log)
     print(format_results(out))
     _write_json(args.json, out)
@@ -159,7 +160,7 @@ def add_command(sub) -> None:
     bench.add_argument("--quick", action="store_true", help="tiny open_clip configs (the CPU check)")
     bench.add_argument("--json", metavar="FILE", help="also write the ratios, targets and timings as JSON")
     bench.add_argument("--config", help="benchmark whose settings are used (default synthetic_mtil)")
-    bench.add_argument("--photos", help="folder for the generated 500x375 JPEGs (default $CONDU_BENCH_CACHE/bench-photos-500x375)")
+    bench.add_argument("--photos", help="folder for the generated 500x375 JPEGs (default $CONDU_BENCH_CACHE/bench-photos-500x375-v<version>)")
     bench.add_argument("--full-mtil", action="store_true",
                        help="time whole MTIL order-I runs (random ViT-B-16) on a generated zscl tree of the real test-set "
                             "sizes, cached as $CONDU_BENCH_CACHE/full-mtil-zscl-v*-scale*; KEY=VALUE override the run")

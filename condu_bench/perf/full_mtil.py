@@ -33,7 +33,7 @@ import numpy as np
 from condu_bench.errors import UserError
 from condu_bench.perf.photos import photo
 
-VERSION = 1
+VERSION = 2  # 2: photos.PHOTO_VERSION 2
 MANIFEST = "full_mtil.json"  # written last inside the tree: what was generated, and how long it took
 ORDER_I = ["Aircraft", "Caltech101", "CIFAR100", "DTD", "EuroSAT", "Flowers102", "Food101", "MNIST", "OxfordPets",
            "StanfordCars", "SUN397"]

@@ -8,18 +8,24 @@ from pathlib import Path
 import numpy as np
 
 
+PHOTO_VERSION = 2  # changes what every photo looks like: caches of generated photos carry it in their names
+NOISE_TILE = 64  # sensor noise is drawn for one tile and repeated: JPEG's 8x8 blocks see noise all the same
+NOISE_SIGMA = 16.0  # about 95 KB per 500x375 JPEG at quality 90, as natural photos of that size
+
+
 def photo(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """(height, width, 3) uint8: a random low-frequency colour field plus fine texture and sensor noise."""
-    coarse = rng.uniform(0, 255, (4, 4, 3))
-    ys, xs = np.linspace(0, 3, height), np.linspace(0, 3, width)
-    y0, x0 = np.floor(ys).astype(int).clip(0, 2), np.floor(xs).astype(int).clip(0, 2)
-    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
-    field = ((1 - fy) * (1 - fx) * coarse[y0][:, x0] + (1 - fy) * fx * coarse[y0][:, x0 + 1]
-             + fy * (1 - fx) * coarse[y0 + 1][:, x0] + fy * fx * coarse[y0 + 1][:, x0 + 1])
-    texture = 20 * np.sin(np.arange(width)[None, :, None] * rng.uniform(0.05, 0.5)
-                          + np.arange(height)[:, None, None] * rng.uniform(0.05, 0.5))
-    noise = rng.normal(0, 6, (height, width, 3))
-    return np.clip(field + texture + noise, 0, 255).astype(np.uint8)
+    """(height, width, 3) uint8: a random low-frequency colour field plus fine texture and sensor noise (~6 ms at
+    500x375)."""
+    from PIL import Image
+
+    coarse = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+    field = np.asarray(coarse.resize((width, height), Image.BILINEAR), dtype=np.float32)
+    a, b = rng.uniform(0.05, 0.5, 2).astype(np.float32)
+    x, y = np.arange(width, dtype=np.float32) * a, np.arange(height, dtype=np.float32) * b
+    texture = 20 * (np.sin(y)[:, None] * np.cos(x)[None, :] + np.cos(y)[:, None] * np.sin(x)[None, :])  # sin(a x + b y)
+    tile = rng.normal(0, NOISE_SIGMA, (NOISE_TILE, NOISE_TILE, 3)).astype(np.float32)
+    noise = np.tile(tile, (-(-height // NOISE_TILE), -(-width // NOISE_TILE), 1))[:height, :width]
+    return np.clip(field + texture[:, :, None] + noise, 0, 255).astype(np.uint8)
 
 
 def write_photos(root: Path, n: int, size: tuple[int, int] = (500, 375), classes: int = 10, seed: int = 0,
