@@ -274,5 +274,7 @@ def test_cache_command_reports_entries_and_sizes_and_clears(ctx, tmp_path, capsy
     assert main(["cache", "--dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert f"| photos | 10 | {entry['bytes'] / 2**20:.1f} |" in out and "1 entries" in out
+    (tmp_path / "cache" / ".deadbeef.x1y2").mkdir()  # what a build killed mid-way leaves
     assert main(["cache", "--dir", str(tmp_path / "cache"), "--clear"]) == 0
-    assert dc.cache_entries(tmp_path / "cache") == []
+    assert "1 unfinished builds" in capsys.readouterr().out
+    assert dc.cache_entries(tmp_path / "cache") == [] and list((tmp_path / "cache").iterdir()) == []

@@ -19,15 +19,17 @@ def format_entries(entries: list[dict], root: Path) -> str:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from condu_bench.datasets.decoded_cache import cache_entries, default_cache_root
+    from condu_bench.datasets.decoded_cache import cache_entries, default_cache_root, unfinished_builds
 
     root = Path(args.dir).expanduser() if args.dir else default_cache_root()
-    entries = cache_entries(root)
+    entries, unfinished = cache_entries(root), unfinished_builds(root)
     print(format_entries(entries, root))
+    if unfinished:
+        print(f"{len(unfinished)} unfinished builds (a killed run's; --clear removes them)")
     if args.clear:
-        for entry in entries:
-            shutil.rmtree(entry["path"])
-        print(f"removed {len(entries)} entries")
+        for path in [Path(e["path"]) for e in entries] + unfinished:
+            shutil.rmtree(path)
+        print(f"removed {len(entries)} entries and {len(unfinished)} unfinished builds")
     return 0
 
 

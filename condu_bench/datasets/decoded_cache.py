@@ -213,3 +213,9 @@ def cache_entries(root: Path) -> list[dict[str, Any]]:
         data = json.loads(meta.read_text())
         entries.append({**data, "bytes": _size(meta.parent), "path": str(meta.parent)})
     return entries
+
+
+def unfinished_builds(root: Path) -> list[Path]:
+    """Staging directories of builds that never finished (a killed process leaves its own behind)."""
+    root = Path(root)
+    return sorted(p for p in root.glob(".*") if p.is_dir()) if root.is_dir() else []
