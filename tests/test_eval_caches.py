@@ -278,3 +278,4 @@ def test_cache_command_reports_entries_and_sizes_and_clears(ctx, tmp_path, capsy
     assert main(["cache", "--dir", str(tmp_path / "cache"), "--clear"]) == 0
     assert "1 unfinished builds" in capsys.readouterr().out
     assert dc.cache_entries(tmp_path / "cache") == [] and list((tmp_path / "cache").iterdir()) == []
+

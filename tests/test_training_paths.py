@@ -210,3 +210,22 @@ def test_corrupt_metrics_json_is_a_clear_error_and_nothing_is_lost(tmp_path, cap
     err = capsys.readouterr().err
     assert str(metrics) in err and "not valid JSON" in err and "move it away" in err
     assert sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file()) == before
+
+
+def test_num_workers_auto_is_sized_from_the_machine(monkeypatch):
+    import os
+
+    from condu_bench.config import load_config
+    from condu_bench.training.device import resolve_num_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert resolve_num_workers("auto", synthetic=False) == 8  # at most 8
+    assert resolve_num_workers("auto", synthetic=True) == 0  # arrays in memory: workers only add start-up cost
+    assert resolve_num_workers(3, synthetic=True) == 3  # an explicit count is kept
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert resolve_num_workers("auto", synthetic=False) == 0  # two cores stay with the main process
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    assert resolve_num_workers("auto", synthetic=False) == 4
+    assert load_config(None, []).num_workers == "auto"
+    with pytest.raises(UserError, match="num_workers must be auto or a count"):
+        load_config(None, ["num_workers=many"])
