@@ -201,3 +201,34 @@ def test_crash_between_checkpoint_writes_resumes_from_the_last_consistent_pair(f
     assert trained == ["colours", "counts"]  # from the pair saved after task 1, not the orphan tensors of task 2
     assert resumed["per_dataset"] == first_run[1]["finetune"]["per_dataset"]  # ends where an uninterrupted run ends
     assert not ckpt.exists()
+
+
+def test_inference_cost_is_the_first_row_without_decoding(tmp_path, monkeypatch):
+    """The reports' inference cost: the first evaluation row's seconds per image, decoding excluded (later rows of
+    frozen-image-tower methods reuse cached features and would look cheaper)."""
+    import time
+
+    from condu_bench.training.evaluate import Evaluator
+
+    real_accuracy, real_eval_set = Evaluator.accuracy, Evaluator.eval_set
+    rows = {"calls": 0}
+
+    def slow_first_row(self, method, task, *args, **kwargs):
+        rows["calls"] += 1
+        if rows["calls"] <= 3:  # the first row evaluates the three datasets
+            time.sleep(0.1)
+        return real_accuracy(self, method, task, *args, **kwargs)
+
+    def slow_decoding(self, task):
+        if id(task) not in self._sets:
+            time.sleep(0.5)
+        return real_eval_set(self, task)
+
+    monkeypatch.setattr(Evaluator, "accuracy", slow_first_row)
+    monkeypatch.setattr(Evaluator, "eval_set", slow_decoding)
+    record = run(tmp_path, methods="finetune")[0]
+    per_image = record["method_report"]["eval_seconds_per_image"]
+    from condu_bench.synthetic.domains import domain_classnames
+
+    images = sum(4 * len(domain_classnames(d)) for d in ("shapes", "colours", "counts"))  # 4 test images per class
+    assert 0.3 / images <= per_image < (0.3 + 1.0) / images  # the slow first row, without the 1.5 s of "decoding"
