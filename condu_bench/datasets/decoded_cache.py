@@ -128,11 +128,21 @@ class DecodedImages:
     def batches(self, batch_size: int, device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches converted on ``device`` (uint8 crosses to it, a quarter of the float bytes); the arithmetic is
         the transform's, correctly rounded on every device, so the inputs are identical."""
-        for start in range(0, len(self), batch_size):
-            pixels = torch.from_numpy(np.array(self.pixels[start : start + batch_size]))  # a writable copy
-            if device is not None:
-                pixels = pixels.to(device, non_blocking=True)
-            yield self.transform.to_model_input(pixels), self.labels[start : start + batch_size]
+        from concurrent.futures import ThreadPoolExecutor
+
+        def read(start: int) -> np.ndarray:
+            return np.array(self.pixels[start : start + batch_size])  # a writable copy; numpy releases the GIL
+
+        starts = list(range(0, len(self), batch_size))
+        with ThreadPoolExecutor(max_workers=1) as reader:  # the next batch is read while this one is computed
+            pending = reader.submit(read, starts[0]) if starts else None
+            for i, start in enumerate(starts):
+                pixels = torch.from_numpy(pending.result())
+                if i + 1 < len(starts):
+                    pending = reader.submit(read, starts[i + 1])
+                if device is not None:
+                    pixels = pixels.to(device, non_blocking=True)
+                yield self.transform.to_model_input(pixels), self.labels[start : start + batch_size]
 
 
 class _GeometricOnly(torch.utils.data.Dataset):
