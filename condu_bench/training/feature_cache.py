@@ -60,6 +60,3 @@ class FeatureCache:
         self._features[key] = (checksum, batches)
         self.computed += 1
         return batches
-
-    def __len__(self) -> int:
-        return len(self._features)
