@@ -57,3 +57,89 @@ def test_per_task_weight():
     assert method.task_weight(task("DTD")) == 8.0
     assert method.task_weight(task("DTD/base")) == 8.0
     assert method.task_weight(task("MNIST")) == 2.0
+
+
+def test_trainable_set_is_the_release_rule_on_vit_b_16():
+    """minglllli/CLIPFit trainers/ClipFit.py unfreezes text-encoder names containing "c_proj.bias" and image-encoder
+    names containing "ln"; the plugin's explicit list must be exactly that set."""
+    open_clip = pytest.importorskip("open_clip")
+    model = open_clip.create_model("ViT-B-16", pretrained=None, device="meta")
+    release = {n for n, _ in model.named_parameters()
+               if (n.startswith("visual.") and "ln" in n[len("visual."):])
+               or (not n.startswith("visual.") and "c_proj.bias" in n)}
+    assert set(clipfit_parameter_names(model)) == release
+
+
+def test_recipe_is_the_release_config():
+    """configs/trainers/ClipFit/vit_b16_ep100_ctxv1.yaml (ep10 for Food101, ImageNet) over Dassl's defaults."""
+    from condu_bench.config import TrainConfig
+    from condu_bench.recipes import resolve_train, task_iterations
+
+    train = resolve_train(TrainConfig(), CLIPFit.recipe, None, "clipfit")
+    assert (train.optimizer, train.lr, train.momentum, train.weight_decay) == ("sgd", 0.002, 0.9, 5e-4)
+    assert (train.batch_size, train.epochs, train.schedule) == (32, 100, "epoch_cosine")
+    assert (train.warmup_epochs, train.warmup_lr) == (1, 1e-5)
+    assert train.label_smoothing == 0.0 and train.grad_clip_norm is None and train.precision == "fp32"
+    assert task_iterations(train, "Food101/base", 800, "Food101") == 10 * (800 // 32)
+    assert task_iterations(train, "ImageNet/base", 800, "ImageNet") == 10 * (800 // 32)
+    assert task_iterations(train, "DTD/base", 800, "DTD") == 100 * (800 // 32)
+
+
+class _TinyCLIP(torch.nn.Module):
+    """encode_text: summed token embeddings plus a bias (the trainable part); encode_image: a linear map."""
+
+    def __init__(self, text_bias: torch.Tensor):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.embed = torch.nn.Parameter(torch.randn(64, 4, generator=gen), requires_grad=False)
+        self.image = torch.nn.Parameter(torch.randn(4, 6, generator=gen), requires_grad=False)
+        self.text_bias = torch.nn.Parameter(text_bias.clone())
+        self.logit_scale = torch.nn.Parameter(torch.tensor(100.0).log(), requires_grad=False)
+
+    def encode_text(self, tokens):
+        return self.embed[tokens].sum(dim=1) + self.text_bias
+
+    def encode_image(self, images):
+        return images @ self.image.t()
+
+
+def _tiny_tokenizer(prompts):
+    rows = [[ord(c) % 64 for c in p] for p in prompts]
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows])
+
+
+def test_training_loss_is_ce_at_scale_100_plus_8_times_the_cosine_pull():
+    """The release's loss: CE(exp(logit_scale) * cos(image, class)) + 8 * (1 - mean_c cos(t_c, t_c^CLIP)), one
+    prompt per class, no label smoothing (the recipe's), teacher = the pretrained text features."""
+    from types import SimpleNamespace
+
+    from condu_bench.config import TrainConfig
+    from condu_bench.method import Batch
+    from condu_bench.recipes import resolve_train
+
+    classnames, template = ["cat", "dog", "cow"], "a photo of a {}."
+    student = _TinyCLIP(torch.tensor([0.5, -1.0, 0.25, 2.0]))
+    teacher = _TinyCLIP(torch.zeros(4))  # theta_0: the bias before training
+    train = resolve_train(TrainConfig(), CLIPFit.recipe, None, "clipfit")
+    ctx = SimpleNamespace(model=student, tokenizer=_tiny_tokenizer, device="cpu", train_config=train,
+                          frozen_copy=lambda: teacher)
+    task = SimpleNamespace(data=SimpleNamespace(name="DTD/base", classnames=classnames, templates=[template]))
+    images = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 2, 1, 1, 0])
+
+    method = CLIPFit()
+    method.before_task(task, ctx)
+    loss = method.training_loss(Batch(images, labels), task, ctx)
+
+    tokens = _tiny_tokenizer([template.format(c) for c in classnames])
+    t_student = F.normalize(student.encode_text(tokens), dim=-1)
+    t_clip = F.normalize(teacher.encode_text(tokens), dim=-1)
+    img = F.normalize(student.encode_image(images), dim=-1)
+    ce = F.cross_entropy(100.0 * img @ t_student.t(), labels)
+    pull = 1.0 - (t_student * t_clip).sum(dim=-1).mean()
+    assert float(pull.detach()) > 0.01  # the term is really exercised
+    assert float(loss.detach()) == pytest.approx(float((ce + 8.0 * pull).detach()), rel=1e-5)
+    (grad,) = torch.autograd.grad(loss, student.text_bias)  # both terms reach the trained bias
+    (hand_grad,) = torch.autograd.grad(ce + 8.0 * pull, student.text_bias)
+    assert torch.allclose(grad, hand_grad, rtol=1e-4, atol=1e-7)
