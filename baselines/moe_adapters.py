@@ -20,12 +20,15 @@ train_full_shot_router11_experts22_1000iters.sh``). As released (:mod:`condu_ben
   zero-shot CLIP when the best error exceeds ``threshold`` (0.0655 in the release). The release evaluates every
   dataset this way, learned or not; ``route_known_tasks: true`` uses the known task's router instead.
 
+Selector features: ``selector_features: alexnet`` is the release's (ImageNet AlexNet's conv5 map, flattened, through
+a sigmoid; :mod:`condu_bench.models.alexnet` reads torchvision's weight file, nothing is downloaded), with its
+threshold 0.0655: the real-data benchmark files set it. ``clip`` (the default, and the synthetic preset's: the
+embedded world has no ImageNet AlexNet) reads the pretrained CLIP's unnormalised image embeddings instead, a feature
+space where 0.0655 means nothing: calibrate ``threshold`` per model (the synthetic preset does).
+
 Deviations, each deliberate:
-- DDAS features are the pretrained CLIP's image embeddings (unnormalised, through a sigmoid), not a separate
-  ImageNet AlexNet's conv5 map (the harness ships no AlexNet, and the synthetic world has no ImageNet), so the
-  release's threshold 0.0655 belongs to another feature space: calibrate ``threshold`` per model (the synthetic
-  preset does). The autoencoders are trained on the task's images through the eval transform (the release: its
-  train transform).
+- the autoencoders are trained on the task's images through the eval transform (the release: its train
+  transform); AlexNet reads the CLIP-normalised images, as in the release.
 - the release also trains a 12th autoencoder on TinyImageNet whose wins route to zero-shot CLIP; here only the
   threshold sends inputs to zero-shot CLIP, and only the learned tasks' autoencoders compete (the release's
   not-yet-trained ones take part with random weights).
@@ -46,7 +49,7 @@ from condu_bench.errors import UserError
 from condu_bench.method import BaseMethod, Batch, RunContext, TaskInfo
 from condu_bench.models.classifier import cosine_logits, image_features, text_classifier
 from condu_bench.models.moe_adapters import ENCODERS, add_moe_adapters, balance_loss, mixtures, route
-from condu_bench.task_selection import (GRANULARITIES, ZERO_SHOT, FeatureAutoencoder, reconstruction_errors,
+from condu_bench.task_selection import (GRANULARITIES, SELECTOR_FEATURES, ZERO_SHOT, FeatureAutoencoder, reconstruction_errors,
                                         select_tasks, selector_inputs, train_autoencoder)
 
 
@@ -75,6 +78,8 @@ class MoEAdapters(BaseMethod):
         selector_decay_epochs: int = 10
         selector_code_dim: int = 100
         selector_batch_size: int = 64
+        selector_features: str = "clip"  # clip (the pretrained CLIP's embeddings) | alexnet (the release's conv5 map)
+        selector_weights: str = ""  # alexnet: an ImageNet AlexNet state dict; "" = torchvision's hub cache file
         route_known_tasks: bool = False  # true: a learned task given at test time uses its own router
 
         def __post_init__(self):
@@ -92,6 +97,9 @@ class MoEAdapters(BaseMethod):
             if self.selector_granularity not in GRANULARITIES:
                 raise ValueError(f"selector_granularity must be one of {', '.join(GRANULARITIES)}, "
                                  f"got {self.selector_granularity!r}")
+            if self.selector_features not in SELECTOR_FEATURES:
+                raise ValueError(f"selector_features must be one of {', '.join(SELECTOR_FEATURES)}, "
+                                 f"got {self.selector_features!r}")
             if self.selector_iterations < 0:
                 raise ValueError(f"selector_iterations must be >= 0, got {self.selector_iterations}")
 
@@ -106,8 +114,17 @@ class MoEAdapters(BaseMethod):
                          cfg.adapter_scale, cfg.adapter_dropout, cfg.noise_epsilon)
         route(model, None)
         ctx.model = model
-        self.embed_dim = ctx.model.text_projection.shape[1]
         self.device = ctx.device
+        self.alexnet = None
+        if cfg.selector_features == "alexnet":
+            from condu_bench.models.alexnet import load_alexnet_conv5
+
+            self.alexnet = load_alexnet_conv5(cfg.selector_weights or None).to(ctx.device)
+            size = ctx.model.visual.image_size
+            probe = torch.zeros(1, 3, *(size if isinstance(size, tuple) else (size, size)), device=ctx.device)
+            self.selector_dim = self.alexnet(probe).shape[1]  # 256 x 13 x 13 at 224 px
+        else:
+            self.selector_dim = ctx.model.text_projection.shape[1]
         self.frozen: set[str] = set()  # "<block>.moe.experts.<e>"
         self.autoencoders: list[FeatureAutoencoder] = []
         self.task_names: list[str] = []
@@ -166,7 +183,10 @@ class MoEAdapters(BaseMethod):
 
     @torch.no_grad()
     def selector_features(self, images: torch.Tensor, ctx: RunContext) -> torch.Tensor:
-        """Selector inputs from the pretrained model (experts bypassed); restores the active router."""
+        """Selector inputs: AlexNet's conv5 map, or the pretrained CLIP's embeddings (experts bypassed; the active
+        router is restored)."""
+        if self.alexnet is not None:
+            return selector_inputs(self.alexnet(images))
         active = [moe.active for _, moe in mixtures(ctx.model)]
         route(ctx.model, None)
         try:
@@ -179,7 +199,7 @@ class MoEAdapters(BaseMethod):
         cfg = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.task_seed(task.index, "moe_adapters/selector_init"))
-            autoencoder = FeatureAutoencoder(self.embed_dim, cfg.selector_code_dim).to(ctx.device)
+            autoencoder = FeatureAutoencoder(self.selector_dim, cfg.selector_code_dim).to(ctx.device)
         was_training = ctx.model.training
         ctx.model.eval()
         with torch.enable_grad():
@@ -238,13 +258,14 @@ class MoEAdapters(BaseMethod):
         for i in range(len(self.task_names)):
             prefix = f"autoencoder{i}/"
             weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            ae = FeatureAutoencoder(self.embed_dim, self.config.selector_code_dim)
+            ae = FeatureAutoencoder(self.selector_dim, self.config.selector_code_dim)
             ae.load_state_dict(weights)
             self.autoencoders.append(ae.to(self.device).requires_grad_(False).eval())
         self.classifiers = {}
 
     def report(self) -> dict[str, Any]:
-        return {"tasks": list(self.task_names), "frozen_experts": len(self.frozen)}
+        return {"tasks": list(self.task_names), "frozen_experts": len(self.frozen),
+                "selector_features": self.config.selector_features, "selector_input_dim": self.selector_dim}
 
 
 def most_used_experts(model: torch.nn.Module, per_block: int) -> list[str]:

@@ -16,6 +16,7 @@ from torch import nn
 
 ZERO_SHOT = -1
 GRANULARITIES = ("batch", "image")
+SELECTOR_FEATURES = ("clip", "alexnet")  # what the autoencoders reconstruct: CLIP's embeddings or AlexNet's conv5 map
 
 
 class FeatureAutoencoder(nn.Module):

@@ -281,14 +281,70 @@ def test_balance_term_is_kept_only_when_asked_and_reaches_the_router(micro):
     copy.deepcopy(model)
 
 
+@pytest.fixture(scope="module")
+def alexnet_features_file(tmp_path_factory):
+    """torchvision's AlexNet layout with random weights; only ``features.*`` (what the selector reads, 10 MB)."""
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    state = {f"features.{k}": v for k, v in alexnet(weights=None).features.state_dict().items()}
+    path = tmp_path_factory.mktemp("alexnet") / "alexnet-features.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_alexnet_selector_features_are_the_releases_conv5_map(alexnet_features_file):
+    from torchvision.models import alexnet
+
+    from condu_bench.models.alexnet import load_alexnet_conv5
+
+    path, state = alexnet_features_file
+    reference = alexnet(weights=None)
+    reference.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()})
+    extractor_of_release = torch.nn.Sequential(*list(reference.children())[0][:-2]).eval()  # the release's Alexnet_FE
+    images = torch.randn(2, 3, 224, 224)
+    features = load_alexnet_conv5(path)(images)
+    assert features.shape == (2, 256 * 13 * 13)  # the release's autoencoder input size
+    assert torch.equal(features, extractor_of_release(images).flatten(1))
+    assert (features < 0).any()  # before conv5's ReLU: the sigmoid sees negative values too
+
+
+def test_alexnet_weights_missing_or_unsafe_are_clear_errors(tmp_path):
+    import os
+
+    from condu_bench.errors import UserError
+    from condu_bench.models.alexnet import TORCHVISION_FILE, load_alexnet_conv5
+
+    with pytest.raises(UserError, match=f"{TORCHVISION_FILE}.*selector_weights"):
+        load_alexnet_conv5(tmp_path / "absent.pth")
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    torch.save({"features.0.weight": Exploit()}, tmp_path / "evil.pth")
+    with pytest.raises(UserError, match="without pickle code"):
+        load_alexnet_conv5(tmp_path / "evil.pth")
+    assert not (tmp_path / "ran").exists()
+    torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, tmp_path / "partial.pth")
+    with pytest.raises(UserError, match="lacks features.0.bias"):
+        load_alexnet_conv5(tmp_path / "partial.pth")
+
+
 @pytest.mark.parametrize("bench", ["mtil_order1", "mtil_fewshot"])
-def test_moe_benchmark_files_run_on_a_fake_zscl_tree(tmp_path, bench):
+def test_moe_benchmark_files_run_on_a_fake_zscl_tree(tmp_path, bench, alexnet_features_file):
     import json
 
     import fake_trees as ft
 
     from condu_bench.cli import main
+    from condu_bench.config import load_config
+    from condu_bench.cli import resolve_benchmark
 
+    # the real files run the release's selector: AlexNet's conv5 map at the release's threshold
+    options = load_config(resolve_benchmark(bench), []).method_options["moe_adapters"]
+    assert options["selector_features"] == "alexnet"
+    assert options["threshold"] == (0.0585 if bench == "mtil_fewshot" else 0.0655)
     root = tmp_path / "data"
     for build in (ft.zscl_mnist, ft.zscl_eurosat):
         build(root)
@@ -299,7 +355,11 @@ def test_moe_benchmark_files_run_on_a_fake_zscl_tree(tmp_path, bench):
             "method_options.moe_adapters.selector_iterations=2", "method_options.moe_adapters.selector_batch_size=4"]
     if bench == "mtil_fewshot":
         argv.append("scenario.options.shots=2")
-    assert main(argv) == 0
+    absent = tmp_path / "no-alexnet.pth"
+    assert main([*argv, f"method_options.moe_adapters.selector_weights={absent}"]) == 2  # a clear error, no run
+    assert not (out / "moe_adapters" / "seed0" / "metrics.json").exists()
+    assert main([*argv, f"method_options.moe_adapters.selector_weights={alexnet_features_file[0]}"]) == 0
     metrics = json.loads((out / "moe_adapters" / "seed0" / "metrics.json").read_text())
     assert metrics["datasets"] == ["MNIST", "EuroSAT"]
     assert metrics["method_report"]["tasks"] == ["MNIST", "EuroSAT"]
+    assert metrics["method_report"]["selector_input_dim"] == 256  # conv5 of AlexNet at the micro model's 32 px
