@@ -54,3 +54,11 @@ def test_without_gpus_runs_see_no_gpu_and_share_the_cores(monkeypatch):
     executor = executors.LocalExecutor(jobs=2, gpus=[], cpu_count=2)
     log, threads, done = run_items(monkeypatch, executor, 3)
     assert {gpu for _, gpu in log} == {""} and threads == [1, 1, 1] and len(done) == 3
+
+
+def test_cores_are_counted_from_the_affinity_mask_not_the_machine(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # a container allowed 4 of the host's 64 cores
+    assert executors.LocalExecutor(jobs=2, gpus=[]).threads == 2

@@ -32,6 +32,7 @@ import numpy as np
 
 from condu_bench.errors import UserError
 from condu_bench.perf.photos import photo
+from condu_bench.training.device import usable_cores
 
 VERSION = 2  # 2: photos.PHOTO_VERSION 2
 MANIFEST = "full_mtil.json"  # written last inside the tree: what was generated, and how long it took
@@ -401,7 +402,7 @@ def ensure_tree(scale: float = 1.0, cache_dir: Path | None = None, workers: int 
         raise UserError(f"--scale must be a number in (0, 1000], not {scale!r}")
     if workers is not None and workers < 1:
         raise UserError(f"--gen-workers must be at least 1, not {workers}")
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     final = tree_path(scale, cache_dir)
     if final.exists():
         return final, _read_manifest(final), False

@@ -17,6 +17,7 @@ from typing import Any
 from condu_bench.errors import UserError
 from condu_bench.sweep import worker
 from condu_bench.sweep.spec import Resources, RunSpec
+from condu_bench.training.device import usable_cores
 
 Item = tuple[RunSpec, Path]
 Started = Callable[[str], None]
@@ -58,7 +59,7 @@ class LocalExecutor:
             raise UserError(f"--jobs must be >= 1, got {jobs}")
         self.gpus = visible_gpus() if gpus is None else gpus
         self.jobs = min(jobs, len(self.gpus)) if self.gpus else jobs
-        self.threads = max(1, (cpu_count or os.cpu_count() or 1) // self.jobs)
+        self.threads = max(1, (cpu_count or usable_cores()) // self.jobs)
 
     @property
     def slots(self) -> int:

@@ -22,16 +22,20 @@ def pick_device(requested: str) -> torch.device:
     return device
 
 
-def resolve_num_workers(requested: int | str, synthetic: bool) -> int:
-    """``num_workers: auto``: 0 for the synthetic world, else min(8, cores - 2) (0 on a 2-core machine)."""
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a container or `taskset` can allow fewer than exist)."""
     import os
 
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_num_workers(requested: int | str, synthetic: bool) -> int:
+    """``num_workers: auto``: 0 for the synthetic world, else min(8, cores - 2) (0 on a 2-core machine)."""
     if requested != "auto":
         return int(requested)
     if synthetic:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cores - 2))
+    return max(0, min(8, usable_cores() - 2))
 
 
 def autocast_factory(device: torch.device, precision: str) -> Callable[[], Any]:
