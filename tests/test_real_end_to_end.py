@@ -155,3 +155,47 @@ def test_task_agnostic_mtil_on_a_fake_zscl_tree(tmp_path):
         zs_agnostic = json.loads((out / "mtil_order1_task_agnostic" / "zeroshot" / "seed0" / "metrics.json").read_text())
         zs_known = json.loads((out / "mtil_order1" / "zeroshot" / "seed0" / "metrics.json").read_text())
         assert zs_agnostic["per_dataset"][name]["last"] <= zs_known["per_dataset"][name]["last"]
+
+
+@pytest.mark.parametrize("benchmark_file", ["mtil_order1", "mtil_fewshot"])
+def test_every_method_of_a_real_mtil_file_runs_with_its_reference_options(tmp_path, benchmark_file):
+    """The file's own method list and method options (ZSCL's reference folder and caption file, MoE-Adapters' AlexNet
+    selector, iCaRL's memory, WiSE-FT's alpha...), only the budget shrunk to a micro model on a fake tree."""
+    import torch
+    import yaml
+    from PIL import Image
+    from torchvision.models import alexnet
+
+    from condu_bench.cli import resolve_benchmark
+    from condu_bench.config import load_config
+
+    root = tmp_path / "data"
+    for build in (ft.zscl_mnist, ft.zscl_eurosat):
+        build(root)
+    for wnid in ("n01440764", "n01443537"):  # ZSCL's reference images: an ImageNet train folder
+        (root / "imagenet" / "train" / wnid).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 30), ft.label_colour(i)).save(root / "imagenet" / "train" / wnid / f"{wnid}_{i}.JPEG")
+    captions = root / "conceptual_captions" / "Validation_GCC-1.1.0-Validation.tsv"
+    captions.parent.mkdir(parents=True)
+    captions.write_text("".join(f"caption number {i}\thttp://example.org/{i}.jpg\n" for i in range(12)))
+    weights = tmp_path / "alexnet-features.pth"
+    torch.save({f"features.{k}": v for k, v in alexnet(weights=None).features.state_dict().items()}, weights)
+
+    declared = load_config(resolve_benchmark(benchmark_file), [])
+    out = tmp_path / "out"
+    argv = ["run", benchmark_file, f"data_root={root}", "scenario.options.order=MNIST,EuroSAT", "--out", str(out),
+            "--no-progress", "model.arch=condu-micro-vit", "model.pretrained=none", "train.iterations=2",
+            "train.batch_size=4", "train.warmup_steps=1", "num_workers=0", "eval.batch_size=16",
+            f"method_options.moe_adapters.selector_weights={weights}", "method_options.moe_adapters.selector_iterations=2",
+            "method_options.zscl.ref_batch_size=4"]
+    if benchmark_file == "mtil_fewshot":
+        argv.append("scenario.options.shots=2")
+    assert main(argv) == 0
+    assert set(declared.methods) >= {"zeroshot", "finetune", "lwf", "lwf_vr", "icarl", "wise_ft", "zscl", "moe_adapters", "condu"}
+    for method in declared.methods:
+        metrics = json.loads((out / method / "seed0" / "metrics.json").read_text())
+        assert metrics["datasets"] == ["MNIST", "EuroSAT"], method
+        recorded = yaml.safe_load((out / method / "seed0" / "config.yaml").read_text())["method_options"][method]
+        for key, value in declared.method_options.get(method, {}).items():  # the reference options, as run
+            assert recorded[key] == value, (method, key)
