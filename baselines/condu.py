@@ -84,6 +84,7 @@ class ConDU(BaseMethod):
         self.rescalers: list[float] = []
         self.prototypes: list[torch.Tensor] = []
         self.task_names: list[str] = []
+        self.base_feature_cache: dict[Any, torch.Tensor] = {}  # theta_0's features by evaluated batch (~200 MB for MTIL)
         self.forget_cache()
 
     def forget_cache(self) -> None:
@@ -171,8 +172,18 @@ class ConDU(BaseMethod):
         k = min(self.config.top_k, len(self.prototypes))
         return scores.topk(k, dim=1)
 
+    def base_features(self, images: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        """theta_0's normalised image features; theta_0 never changes, so an evaluated batch's are computed once per run
+        (every later row of the matrix reuses them)."""
+        if ctx.eval_batch is None:
+            return image_features(self.base, images)
+        cached = self.base_feature_cache.get(ctx.eval_batch)
+        if cached is None or len(cached) != len(images):
+            cached = self.base_feature_cache[ctx.eval_batch] = image_features(self.base, images)
+        return cached
+
     def routed_logits(self, images: torch.Tensor, space: list[TaskData], ctx: RunContext) -> torch.Tensor:
-        base_feats = image_features(self.base, images)  # classifies with theta_0 and routes: one forward pass
+        base_feats = self.base_features(images, ctx)  # classifies with theta_0 and routes
         total = cosine_logits(base_feats, self.classifier("base", self.base, space, ctx))
         if not self.prototypes or self.config.top_k == 0:
             return total

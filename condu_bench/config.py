@@ -102,7 +102,7 @@ class EvalConfig:
     # are kept in memory instead): under cache_dir, default $CONDU_BENCH_CACHE/decoded. `condu-bench cache` lists it.
     decoded_cache: bool = True
     cache_dir: str | None = None
-    feature_cache: bool = True  # image features of frozen-image-tower methods computed once per split and run
+    feature_cache: bool = True  # image features that cannot change (frozen image towers, ConDU's theta_0) computed once per split and run
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,10 @@ class RunContext:
     label_space: list[TaskData] = field(default_factory=list)
     scenario_name: str = ""  # the built scenario's name (e.g. "synthetic_mtil", "mtil_order1")
     data_root: str | None = None  # the run's data_root (methods resolve their relative input paths against it)
+    # While the evaluator calls ``logits``: a key of the evaluated split and batch, the same in every evaluation of the
+    # run (None otherwise, and with ``eval.feature_cache: false``). What a method computes from weights that never
+    # change and these images can be cached under it.
+    eval_batch: Any = None
 
     def augmentation(self, augment: str) -> Any:
         """The train transform ``train.augment`` names: ``model`` | ``coop`` | ``none`` (the eval transform)."""

@@ -97,3 +97,29 @@ def test_photos_are_the_same_whichever_files_exist(tmp_path):
     write_photos(tmp_path / "b", 3)
     for rel, _ in write_photos(tmp_path / "a", 3):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+
+
+def test_condu_reuses_theta0_features_of_a_batch_it_has_evaluated(micro_ctx, tmp_path):
+    from condu_bench.training.evaluate import Evaluator
+
+    ctx = micro_ctx
+    tasks = [ratios.photo_task(tmp_path, 6, name=f"task{i}", offset=6 * i) for i in range(3)]
+    condu = ratios.condu_with_experts(ctx, tasks)
+    passes = {"theta0": 0, "experts": 0}
+    hook = torch.nn.Module.register_forward_pre_hook
+    handles = [hook(condu.base.visual, lambda module, args: passes.__setitem__("theta0", passes["theta0"] + len(args[0])))]
+    handles += [hook(condu.load_expert(i, ctx).visual,
+                     lambda module, args: passes.__setitem__("experts", passes["experts"] + len(args[0]))) for i in range(3)]
+    ctx.label_space = tasks
+    evaluator = Evaluator(ctx, 4, progress=False)
+    try:
+        first = evaluator.accuracy(condu, tasks[0], task_known=False, label_space=tasks)
+        after_first = dict(passes)
+        second = evaluator.accuracy(condu, tasks[0], task_known=False, label_space=tasks)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert after_first == {"theta0": 6, "experts": 3 * 6}
+    assert passes == {"theta0": 6, "experts": 2 * 3 * 6}  # the second evaluation runs the experts only
+    assert second == first
+    assert ctx.eval_batch is None  # set only while the evaluator calls the method

@@ -127,11 +127,16 @@ class Evaluator:
                 batches = self.features.batches(eval_set.key, model, compute)
             else:
                 batches = eval_set.batches(self.batch_size, ctx.device)
-            for inputs, labels in batches:
+            for index, (inputs, labels) in enumerate(batches):
                 inputs = inputs.to(ctx.device, non_blocking=True)
                 labels = labels.to(ctx.device, non_blocking=True) + offset
                 target = task if task_known else None
-                logits = method.logits_from_features(inputs, target, ctx) if frozen else method.logits(inputs, target, ctx)
+                ctx.eval_batch = None if self.features is None else (eval_set.key, self.batch_size, index)
+                try:
+                    logits = (method.logits_from_features(inputs, target, ctx) if frozen
+                              else method.logits(inputs, target, ctx))
+                finally:
+                    ctx.eval_batch = None
                 if logits is None:
                     if classifier is None:
                         classifier = torch.cat([
