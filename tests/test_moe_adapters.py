@@ -363,3 +363,13 @@ def test_moe_benchmark_files_run_on_a_fake_zscl_tree(tmp_path, bench, alexnet_fe
     assert metrics["datasets"] == ["MNIST", "EuroSAT"]
     assert metrics["method_report"]["tasks"] == ["MNIST", "EuroSAT"]
     assert metrics["method_report"]["selector_input_dim"] == 256  # conv5 of AlexNet at the micro model's 32 px
+
+
+def test_alexnet_selector_features_stay_fp32_under_autocast(alexnet_features_file):
+    from condu_bench.models.alexnet import load_alexnet_conv5
+
+    extractor = load_alexnet_conv5(alexnet_features_file[0])
+    images = torch.randn(1, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = extractor(images)
+    assert inside.dtype == torch.float32 and torch.equal(inside, extractor(images))

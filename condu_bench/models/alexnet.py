@@ -47,7 +47,7 @@ def read_alexnet_features_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 class AlexNetConv5(nn.Module):
-    """``sigmoid``-free conv5 map of AlexNet, flattened: ``(n, 3, H, W) -> (n, 256 * h * w)``."""
+    """AlexNet's conv5 map (before any sigmoid), flattened: ``(n, 3, H, W) -> (n, 256 * h * w)``, computed in fp32."""
 
     def __init__(self, state: dict[str, torch.Tensor]):
         from torchvision.models import alexnet
@@ -65,7 +65,9 @@ class AlexNetConv5(nn.Module):
         return super().train(False)  # a frozen extractor: no mode changes (it has no dropout or norm anyway)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.layers(images).flatten(1)
+        # fp32 even inside the run's bf16 autocast: the release's threshold is compared with errors of fp32 features
+        with torch.autocast(images.device.type, enabled=False):
+            return self.layers(images.float()).flatten(1)
 
 
 def load_alexnet_conv5(path: str | Path | None = None) -> AlexNetConv5:
