@@ -254,3 +254,30 @@ def test_pretrain_command_builds_once_per_seed(tmp_path, tiny_cfg, monkeypatch, 
     assert cli.main(["pretrain", "--cache-dir", str(tmp_path), "--no-progress", "--seed", "3", "--rebuild"]) == 0
     assert P.BUILD_COUNT == n0 + 2
 
+
+
+def test_a_style_changes_only_the_domains_it_names():
+    plain = D.make_domain_split("shapes", "train", seed=0, **SMALL)
+    styled = D.make_domain_split("shapes", "train", seed=0, style={"digit_style": "mnist"}, **SMALL)
+    assert np.array_equal(plain.images, styled.images)  # a digits knob leaves shapes alone
+    digits = D.make_domain_split("digits", "train", seed=0, **SMALL)
+    mnist = D.make_domain_split("digits", "train", seed=0, style={"digit_style": "mnist"}, **SMALL)
+    assert mnist.targets == digits.targets and not np.array_equal(mnist.images, digits.images)
+    corners = mnist.images[:, [0, 0, -1, -1], [0, -1, 0, -1]].astype(float)
+    assert corners.mean() < 50  # MNIST's look: plain, nearly black ground
+    assert np.abs(mnist.images.astype(float).mean(axis=(1, 2)) - mnist.images.mean(axis=(1, 2, 3))[:, None]).max() < 12  # grey
+
+
+def test_style_knobs_are_checked_by_name_and_value():
+    from condu_bench.errors import UserError
+    from condu_bench.scenarios.synthetic import build_synthetic_mtil
+
+    with pytest.raises(ValueError, match="unknown style knob 'digits_style'"):
+        D.make_domain_split("digits", "train", seed=0, style={"digits_style": "mnist"}, **SMALL)
+    for bad, message in (({"count_style": "paper"}, "one of scene, sheet"), ({"occlude": "half"}, "takes a number"),
+                         ({"shape_r": [0.3]}, r"\[low, high\]"), ("mnist", "mapping")):
+        with pytest.raises(UserError, match=message):
+            build_synthetic_mtil({"style": bad, "n_train_per_class": 2, "n_test_per_class": 2}, seed=0)
+    scenario = build_synthetic_mtil({"style": {"count_style": "sheet"}, "order": ["counts"], "n_train_per_class": 2,
+                                     "n_test_per_class": 2}, seed=0)
+    assert scenario.info["style"] == {"count_style": "sheet"}  # recorded with the result

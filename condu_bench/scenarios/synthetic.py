@@ -20,7 +20,23 @@ DEFAULTS: dict[str, Any] = {
     "data_seed": 0,
     "shots": None,  # few-shot MTIL: K training images per class, drawn with the run seed
     "task_agnostic": False,
+    "style": None,  # downstream style knobs over the calibrated world (synthetic.domains.STYLE_KNOBS), for world studies
 }
+
+
+def checked_style(style: Any) -> dict:
+    """``scenario.options.style`` validated (a UserError names the bad knob); {} for the calibrated world."""
+    from condu_bench.synthetic.domains import resolve_style
+
+    if style is None:
+        return {}
+    if not isinstance(style, dict):
+        raise UserError(f"scenario.options.style must be a mapping of style knobs, not {style!r}")
+    try:
+        resolve_style(style)
+    except ValueError as error:
+        raise UserError(f"scenario.options.style: {error}") from error
+    return dict(style)
 
 
 class FewShotSubset:
@@ -49,6 +65,7 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
     if unknown:
         raise UserError(f"scenario.options: unknown key {unknown[0]!r} for synthetic_mtil (valid: {', '.join(DEFAULTS)})")
     opts = {**DEFAULTS, **options}
+    style = checked_style(opts["style"])
     order = opts["order"] or DOMAIN_NAMES
     order = [order] if isinstance(order, str) else list(order)  # `order=shapes` on the command line is one name
     for name in order:
@@ -56,7 +73,7 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
             raise UnknownNameError("synthetic domain", name, DOMAIN_NAMES)
     tasks = []
     for index, name in enumerate(order):
-        common = {"image_size": opts["image_size"], "seed": opts["data_seed"]}
+        common = {"image_size": opts["image_size"], "seed": opts["data_seed"], "style": style}
         train = make_domain_split(name, "train", n_per_class=opts["n_train_per_class"], **common)
         if opts["shots"]:
             train = FewShotSubset(train, int(opts["shots"]), f"condu-fewshot|synthetic|{name}|{opts['shots']}|{seed}")
@@ -67,6 +84,8 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
             info={"n_train": len(train), "n_test": len(test)},
         ))
     info = {"order": order, **{k: opts[k] for k in ("n_train_per_class", "n_test_per_class", "image_size", "data_seed", "shots")}}
+    if style:
+        info["style"] = style
     return Scenario(
         name="synthetic_mtil" + ("_fewshot" if opts["shots"] else "") + ("_agnostic" if opts["task_agnostic"] else ""),
         protocol="mtil",

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "n_test_per_class": 50,
     "image_size": 32,
     "data_seed": 0,
+    "style": None,  # downstream style knobs over the calibrated world (as synthetic_mtil's)
 }
 
 
@@ -47,6 +48,9 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
     if unknown:
         raise UserError(f"scenario.options: unknown key {unknown[0]!r} for synthetic_b2n (valid: {', '.join(DEFAULTS)})")
     opts = {**DEFAULTS, **options}
+    from condu_bench.scenarios.synthetic import checked_style
+
+    style = checked_style(opts["style"])
     domains = opts["domains"] or DOMAIN_NAMES
     domains = [domains] if isinstance(domains, str) else list(domains)
     for name in domains:
@@ -60,7 +64,7 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
                         f"shots and {min(shots, VAL_SHOTS_CAP)} validation shots of each class")
     streams = []
     for name in domains:
-        common = {"image_size": opts["image_size"], "seed": opts["data_seed"]}
+        common = {"image_size": opts["image_size"], "seed": opts["data_seed"], "style": style}
         pool = make_domain_split(name, "train", n_per_class=int(opts["n_pool_per_class"]), **common)
         test = make_domain_split(name, "test", n_per_class=int(opts["n_test_per_class"]), **common)
         classnames, templates = domain_classnames(name), domain_templates(name)
@@ -70,7 +74,7 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
         rest = [i for i in range(len(pool)) if i not in taken]
         val_idx = [rest[j] for j in draw_indices([pool.targets[i] for i in rest], min(shots, VAL_SHOTS_CAP), rng)]
         base, novel = base_novel_labels(len(classnames))
-        info = {"shots": shots, "num_classes_total": len(classnames), "data_seed": opts["data_seed"]}
+        info = {"shots": shots, "num_classes_total": len(classnames), "data_seed": opts["data_seed"], **({"style": style} if style else {})}
         halves = {}
         for half, labels in (("base", base), ("novel", novel)):
             task_name = f"{name}/{half}"

@@ -462,7 +462,32 @@ _SHIFT = dict(noise=(0.0, 0.04), bg_contrast=(0.05, 0.4), gain=(0.85, 1.15), hue
               digit_r=(0.4, 0.46), digit_plain=1.0, digit_jitter=0.03, digit_rot=0.12,
               colour_sat=(0.25, 0.6), colour_val=(0.45, 0.9), distract=0.7,
               occlude=0.5, texture_contrast=(0.25, 0.7), texture_period=(0.09, 0.14),
-              count_plain=0.15)
+              count_plain=0.15, digit_style="scene", count_style="scene")
+#: what a downstream ``style`` may change (``scenario.options.style``); every other knob is the world's calibration
+STYLE_KNOBS: dict[str, tuple[str, ...] | type] = {
+    "digit_style": ("scene", "mnist"),  # mnist: a light grey glyph on plain, nearly black ground
+    "count_style": ("scene", "sheet"),  # sheet: darker objects of one colour on plain, nearly white paper
+    "texture_period": tuple, "occlude": float, "count_plain": float, "pos_plain": float, "distract": float,
+    "shape_r": tuple, "digit_r": tuple, "colour_sat": tuple, "colour_val": tuple, "texture_contrast": tuple,
+}
+
+
+def resolve_style(style: dict | None) -> dict:
+    """``style`` over the calibrated downstream knobs; ValueError naming a knob or value that does not exist."""
+    style = dict(style or {})
+    for key, value in style.items():
+        kind = STYLE_KNOBS.get(key)
+        if kind is None:
+            raise ValueError(f"unknown style knob {key!r}; known: {', '.join(STYLE_KNOBS)}")
+        if isinstance(kind, tuple) and value not in kind:
+            raise ValueError(f"style knob {key}={value!r}: one of {', '.join(kind)}")
+        if kind is float and not isinstance(value, (int, float)):
+            raise ValueError(f"style knob {key} takes a number, not {value!r}")
+        if kind is tuple:
+            if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
+                raise ValueError(f"style knob {key} takes a [low, high] range, not {value!r}")
+            style[key] = tuple(float(v) for v in value)
+    return {**_SHIFT, **style}
 
 
 def _lighting(sc: _Scene, rng, idx, knobs):
@@ -579,6 +604,20 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
         _fix_visibility(sc, idx)
     else:  # pragma: no cover - guarded by _check_domain
         raise KeyError(name)
+    if name == "digits" and knobs.get("digit_style") == "mnist":
+        dark = rng.uniform(0.0, 0.12, n).astype(np.float32)[:, None]
+        sc.bg_kind[:] = 0
+        sc.bg_c1[:] = dark
+        sc.bg_c2[:] = dark
+        sc.rgb[:, 0] = rng.uniform(0.75, 1.0, n).astype(np.float32)[:, None]
+    if name == "counts" and knobs.get("count_style") == "sheet":
+        paper = rng.uniform(0.85, 1.0, n).astype(np.float32)[:, None]
+        sc.bg_kind[:] = 0
+        sc.bg_c1[:] = paper
+        sc.bg_c2[:] = paper
+        colour = rng.integers(0, 8, n)
+        for k in range(5):
+            sc.rgb[:, k] = _palette(rng, colour, hj, (0.6, 1.0), (0.3, 0.65))
     _lighting(sc, rng, idx, knobs)
     return sc
 
@@ -599,10 +638,12 @@ def _place_counted(sc: _Scene, rng, idx, cnt, r_rng):
 
 
 def make_domain_split(name: str, split: str, *, n_per_class: int, image_size: int = 32,
-                      seed: int = 0) -> SyntheticImages:
+                      seed: int = 0, style: dict | None = None) -> SyntheticImages:
     """A class-balanced, shuffled split of one domain; deterministic in all its arguments.
 
-    Train and test use different random streams (and, for digits, disjoint variants of the glyphs).
+    Train and test use different random streams (and, for digits, disjoint variants of the glyphs). ``style``
+    overrides downstream knobs (:data:`STYLE_KNOBS`) to try other worlds without touching the pretraining captions;
+    the default is the calibrated world.
     """
     _check_domain(name)
     if split not in ("train", "test"):
@@ -613,7 +654,7 @@ def make_domain_split(name: str, split: str, *, n_per_class: int, image_size: in
     classes = _CLASSNAMES[name]
     labels = np.repeat(np.arange(len(classes)), n_per_class)
     labels = labels[rng.permutation(len(labels))]
-    knobs = dict(_SHIFT, split=split)
+    knobs = dict(resolve_style(style), split=split)
     sc = _domain_scene(name, labels, rng, knobs)
     images = _render(sc, image_size, rng)
     return SyntheticImages(images, labels.tolist(), classes, _TEMPLATES[name], name=f"{name}/{split}")
