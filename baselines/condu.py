@@ -177,10 +177,9 @@ class ConDU(BaseMethod):
         (every later row of the matrix reuses them)."""
         if ctx.eval_batch is None:
             return image_features(self.base, images)
-        cached = self.base_feature_cache.get(ctx.eval_batch)
-        if cached is None or len(cached) != len(images):
-            cached = self.base_feature_cache[ctx.eval_batch] = image_features(self.base, images)
-        return cached
+        if ctx.eval_batch not in self.base_feature_cache:
+            self.base_feature_cache[ctx.eval_batch] = image_features(self.base, images)
+        return self.base_feature_cache[ctx.eval_batch]
 
     def routed_logits(self, images: torch.Tensor, space: list[TaskData], ctx: RunContext) -> torch.Tensor:
         base_feats = self.base_features(images, ctx)  # classifies with theta_0 and routes

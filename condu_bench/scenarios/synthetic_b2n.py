@@ -42,14 +42,13 @@ def _half(dataset: Any, indices: list[int], labels: list[int], classnames: list[
 def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | None = None) -> Scenario:
     from condu_bench.datasets.base_novel import base_novel_labels
     from condu_bench.datasets.fewshot import VAL_SHOTS_CAP, draw_indices
+    from condu_bench.scenarios.synthetic import checked_style
     from condu_bench.synthetic.domains import DOMAIN_NAMES, domain_classnames, domain_templates, make_domain_split
 
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise UserError(f"scenario.options: unknown key {unknown[0]!r} for synthetic_b2n (valid: {', '.join(DEFAULTS)})")
     opts = {**DEFAULTS, **options}
-    from condu_bench.scenarios.synthetic import checked_style
-
     style = checked_style(opts["style"])
     domains = opts["domains"] or DOMAIN_NAMES
     domains = [domains] if isinstance(domains, str) else list(domains)
