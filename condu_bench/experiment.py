@@ -36,9 +36,11 @@ def method_run_config(config: RunConfig, method: str, seed: int, method_config: 
     """The resolved config of one (method, seed) run: what is hashed and written as config.yaml. ``train`` is the
     method's resolved recipe (:func:`condu_bench.recipes.resolve_train`), which replaces the ``recipes`` layers."""
     from condu_bench.scenarios.real import hashed_options
+    from condu_bench.scenarios.synthetic import versioned_options
 
     data = to_dict(replace(config, methods=[method], seeds=[seed], method_options={}, progress=True, train=train))
-    data["scenario"]["options"] = hashed_options(config.scenario.name, data["scenario"]["options"])
+    options = hashed_options(config.scenario.name, data["scenario"]["options"])
+    data["scenario"]["options"] = versioned_options(config.scenario.name, options)
     data.pop("recipes")
     data["method_options"] = {method: to_dict(method_config)}
     data.pop("progress")

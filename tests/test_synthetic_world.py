@@ -257,15 +257,45 @@ def test_pretrain_command_builds_once_per_seed(tmp_path, tiny_cfg, monkeypatch, 
 
 
 def test_a_style_changes_only_the_domains_it_names():
-    plain = D.make_domain_split("shapes", "train", seed=0, **SMALL)
-    styled = D.make_domain_split("shapes", "train", seed=0, style={"digit_style": "mnist"}, **SMALL)
+    shared = {"look": "shared"}
+    plain = D.make_domain_split("shapes", "train", seed=0, style=shared, **SMALL)
+    styled = D.make_domain_split("shapes", "train", seed=0, style={**shared, "digit_style": "mnist"}, **SMALL)
     assert np.array_equal(plain.images, styled.images)  # a digits knob leaves shapes alone
-    digits = D.make_domain_split("digits", "train", seed=0, **SMALL)
-    mnist = D.make_domain_split("digits", "train", seed=0, style={"digit_style": "mnist"}, **SMALL)
+    digits = D.make_domain_split("digits", "train", seed=0, style=shared, **SMALL)
+    mnist = D.make_domain_split("digits", "train", seed=0, style={**shared, "digit_style": "mnist"}, **SMALL)
     assert mnist.targets == digits.targets and not np.array_equal(mnist.images, digits.images)
     corners = mnist.images[:, [0, 0, -1, -1], [0, -1, 0, -1]].astype(float)
     assert corners.mean() < 50  # MNIST's look: plain, nearly black ground
     assert np.abs(mnist.images.astype(float).mean(axis=(1, 2)) - mnist.images.mean(axis=(1, 2, 3))[:, None]).max() < 12  # grey
+    own = D.make_domain_split("shapes", "train", seed=0, **SMALL)
+    assert np.array_equal(own.images, D.make_domain_split("shapes", "train", seed=0, style={"digit_r": [0.3, 0.4]}, **SMALL).images)
+    assert not np.array_equal(own.images, plain.images)  # the default is the own look, not version 5's
+
+
+def _hue_spread(images: np.ndarray) -> np.ndarray:
+    """Per image, the spread of its mean colour over the channels (0 for grey images; pixel noise averages out)."""
+    mean = images.astype(float).mean(axis=(1, 2))
+    return mean.max(axis=-1) - mean.min(axis=-1)
+
+
+def test_every_domain_holds_the_factors_other_domains_classify_fixed():
+    """World version 6: only colours varies hue, only textures varies the background pattern, only shapes varies the
+    shape of its object; the look of each domain is its own."""
+    split = {name: D.make_domain_split(name, "test", seed=0, n_per_class=6, image_size=32) for name in D.DOMAIN_NAMES}
+    for name in ("shapes", "textures", "digits", "counts"):  # grey: a model fine-tuned on them learns nothing about hue
+        assert _hue_spread(split[name].images).max() < 3, name
+    assert np.median(_hue_spread(split["colours"].images)) > 20
+    flat = {name: split[name].images.reshape(len(split[name]), -1, 3).astype(float) for name in D.DOMAIN_NAMES}
+    corners = {name: split[name].images[:, [1, 1, -2, -2], [1, -2, 1, -2]].astype(float) for name in ("shapes", "digits", "counts")}
+    assert corners["digits"].mean() < 50 and corners["shapes"].mean() < 100 and corners["counts"].mean() > 190
+    for name in ("shapes", "digits"):  # plain grounds: no background pattern to become invariant to
+        assert (corners[name].std(axis=1) < 20).all(), name
+    star = flat["positions"][flat["positions"].sum(-1).argmax(axis=1) >= 0]  # every image's brightest pixel is the star
+    brightest = star[np.arange(len(star)), star.sum(-1).argmax(axis=1)]
+    assert (brightest[:, 0] > brightest[:, 2] + 80).all()  # yellow on every image: the marker's colour is fixed
+    colours = D.make_domain_split("colours", "test", seed=0, n_per_class=6, image_size=32, style={"distract": 0.0})
+    centre = colours.images[:, 12:20, 12:20].astype(float)
+    assert (centre.std(axis=(1, 2)).max(axis=-1) < 20).all()  # one swatch fills the centre: no shape to learn
 
 
 def test_style_knobs_are_checked_by_name_and_value():
@@ -274,10 +304,29 @@ def test_style_knobs_are_checked_by_name_and_value():
 
     with pytest.raises(ValueError, match="unknown style knob 'digits_style'"):
         D.make_domain_split("digits", "train", seed=0, style={"digits_style": "mnist"}, **SMALL)
-    for bad, message in (({"count_style": "paper"}, "one of scene, sheet"), ({"occlude": "half"}, "takes a number"),
+    with pytest.raises(ValueError, match="shared look only"):
+        D.make_domain_split("digits", "train", seed=0, style={"digit_style": "mnist"}, **SMALL)
+    for bad, message in (({"look": "shared", "count_style": "paper"}, "one of scene, sheet"),
+                         ({"occlude": "half"}, "takes a number"), ({"look": "mine"}, "one of own, shared"),
                          ({"shape_r": [0.3]}, r"\[low, high\]"), ("mnist", "mapping")):
         with pytest.raises(UserError, match=message):
             build_synthetic_mtil({"style": bad, "n_train_per_class": 2, "n_test_per_class": 2}, seed=0)
-    scenario = build_synthetic_mtil({"style": {"count_style": "sheet"}, "order": ["counts"], "n_train_per_class": 2,
+    style = {"look": "shared", "count_style": "sheet"}
+    scenario = build_synthetic_mtil({"style": style, "order": ["counts"], "n_train_per_class": 2,
                                      "n_test_per_class": 2}, seed=0)
-    assert scenario.info["style"] == {"count_style": "sheet"}  # recorded with the result
+    assert scenario.info["style"] == style  # recorded with the result
+
+
+def test_the_world_version_is_recorded_hashed_and_checked():
+    from condu_bench.errors import UserError
+    from condu_bench.scenarios.synthetic import build_synthetic_mtil, versioned_options
+    from condu_bench.scenarios.synthetic_b2n import build_synthetic_b2n
+
+    small = {"order": ["counts"], "n_train_per_class": 2, "n_test_per_class": 2}
+    assert build_synthetic_mtil(small, seed=0).info["world_version"] == D.WORLD_VERSION == 6
+    assert build_synthetic_mtil({**small, "world_version": 6}, seed=0).info["world_version"] == 6
+    for build, options in ((build_synthetic_mtil, small), (build_synthetic_b2n, {"domains": ["counts"]})):
+        with pytest.raises(UserError, match="renders synthetic world version 6"):
+            build({**options, "world_version": 5}, seed=1)
+    assert versioned_options("synthetic_b2n", {"shots": 4}) == {"shots": 4, "world_version": 6}
+    assert versioned_options("mtil", {"shots": 4}) == {"shots": 4}  # real data has no world version

@@ -26,12 +26,16 @@ def test_gates_and_margins_on_a_hand_made_world():
     by_name = {p.describe(): p.margin(facts) for p in GATES}
     assert by_name["zero-shot mean >= 45"] == pytest.approx(5.0)
     assert by_name["zero-shot min over chance >= 3"] == pytest.approx(30.0 - 100 / 6 - 3)
-    assert by_name["FT Last - zero-shot Last >= 1"] == pytest.approx(ft_matrix[-1].mean() - 50.0 - 1)
+    assert by_name["FT Last - zero-shot Last >= 8"] == pytest.approx(ft_matrix[-1].mean() - 50.0 - 8)
+    assert by_name["FT diagonal mean >= 85"] == pytest.approx(0.0) and by_name["FT diagonal min >= 65"] == pytest.approx(15.0)
     table = margin_table([("a", facts), ("b", facts)])
-    assert "| zero-shot Transfer - FT Transfer >= 8 | 15.0 | 15.0 | +7.0 | gate |" in table
+    assert "| zero-shot Transfer - FT Transfer >= 5 | 15.0 | 15.0 | +10.0 | gate |" in table
+    assert "| zero-shot Transfer - FT Transfer >= 8 | 15.0 | 15.0 | +7.0 | target |" in table
 
-    worse = dict(facts, ft_transfer=55.0)  # fine-tuning keeps too much transfer: the world does not discriminate
-    assert failures(worse) == ["zero-shot Transfer - FT Transfer >= 8: 5.0"]
+    worse = dict(facts, ft_transfer=56.0)  # fine-tuning keeps too much transfer: the world does not discriminate
+    assert failures(worse) == ["zero-shot Transfer - FT Transfer >= 5: 4.0"]
+    unlearnt = dict(facts, diagonal=np.array([80.0, 90.0, 60.0]))  # a domain fine-tuning does not learn
+    assert failures(unlearnt) == ["FT diagonal mean >= 85: 76.7", "FT diagonal min >= 65: 60.0"]
 
 
 def test_synthetic_tags_name_pretraining_seeds():

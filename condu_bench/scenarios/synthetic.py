@@ -21,7 +21,32 @@ DEFAULTS: dict[str, Any] = {
     "shots": None,  # few-shot MTIL: K training images per class, drawn with the run seed
     "task_agnostic": False,
     "style": None,  # downstream style knobs over the calibrated world (synthetic.domains.STYLE_KNOBS), for world studies
+    "world_version": None,  # None = this release's world; a recorded version is checked (older worlds are not kept)
 }
+#: the scenarios that render the synthetic world: their run configs carry its version
+SYNTHETIC_SCENARIOS = ("synthetic_mtil", "synthetic_b2n")
+
+
+def versioned_options(scenario: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the world version written in, for the run's config hash and ``config.yaml``: results of an
+    older world then never count as finished results of this one."""
+    from condu_bench.synthetic.domains import WORLD_VERSION
+
+    if scenario not in SYNTHETIC_SCENARIOS or options.get("world_version") is not None:
+        return options
+    return {**options, "world_version": WORLD_VERSION}
+
+
+def checked_world_version(version: Any) -> int:
+    """The world version to render: this release's (a config that records another one is refused, not re-rendered
+    with different pixels)."""
+    from condu_bench.synthetic.domains import WORLD_VERSION
+
+    if version is not None and version != WORLD_VERSION:
+        raise UserError(f"scenario.options.world_version is {version!r}, but this condu-bench renders synthetic world "
+                        f"version {WORLD_VERSION} (older worlds are not kept: install the condu-bench that made those "
+                        "results to reproduce them, or drop world_version to run this one)")
+    return WORLD_VERSION
 
 
 def checked_style(style: Any) -> dict:
@@ -66,6 +91,7 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
         raise UserError(f"scenario.options: unknown key {unknown[0]!r} for synthetic_mtil (valid: {', '.join(DEFAULTS)})")
     opts = {**DEFAULTS, **options}
     style = checked_style(opts["style"])
+    world_version = checked_world_version(opts["world_version"])
     order = opts["order"] or DOMAIN_NAMES
     order = [order] if isinstance(order, str) else list(order)  # `order=shapes` on the command line is one name
     for name in order:
@@ -83,7 +109,7 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
             train=train, test=test, split_convention="synthetic",
             info={"n_train": len(train), "n_test": len(test)},
         ))
-    info = {"order": order, **{k: opts[k] for k in ("n_train_per_class", "n_test_per_class", "image_size", "data_seed", "shots")}}
+    info = {"order": order, "world_version": world_version, **{k: opts[k] for k in ("n_train_per_class", "n_test_per_class", "image_size", "data_seed", "shots")}}
     if style:
         info["style"] = style
     return Scenario(

@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "image_size": 32,
     "data_seed": 0,
     "style": None,  # downstream style knobs over the calibrated world (as synthetic_mtil's)
+    "world_version": None,  # as synthetic_mtil's
 }
 
 
@@ -42,7 +43,7 @@ def _half(dataset: Any, indices: list[int], labels: list[int], classnames: list[
 def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | None = None) -> Scenario:
     from condu_bench.datasets.base_novel import base_novel_labels
     from condu_bench.datasets.fewshot import VAL_SHOTS_CAP, draw_indices
-    from condu_bench.scenarios.synthetic import checked_style
+    from condu_bench.scenarios.synthetic import checked_style, checked_world_version
     from condu_bench.synthetic.domains import DOMAIN_NAMES, domain_classnames, domain_templates, make_domain_split
 
     unknown = sorted(set(options) - set(DEFAULTS))
@@ -50,6 +51,7 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
         raise UserError(f"scenario.options: unknown key {unknown[0]!r} for synthetic_b2n (valid: {', '.join(DEFAULTS)})")
     opts = {**DEFAULTS, **options}
     style = checked_style(opts["style"])
+    world_version = checked_world_version(opts["world_version"])
     domains = opts["domains"] or DOMAIN_NAMES
     domains = [domains] if isinstance(domains, str) else list(domains)
     for name in domains:
@@ -73,7 +75,8 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
         rest = [i for i in range(len(pool)) if i not in taken]
         val_idx = [rest[j] for j in draw_indices([pool.targets[i] for i in rest], min(shots, VAL_SHOTS_CAP), rng)]
         base, novel = base_novel_labels(len(classnames))
-        info = {"shots": shots, "num_classes_total": len(classnames), "data_seed": opts["data_seed"], **({"style": style} if style else {})}
+        info = {"shots": shots, "num_classes_total": len(classnames), "data_seed": opts["data_seed"],
+                "world_version": world_version, **({"style": style} if style else {})}
         halves = {}
         for half, labels in (("base", base), ("novel", novel)):
             task_name = f"{name}/{half}"

@@ -5,8 +5,8 @@ One definition serves the test suite (``tests/test_embedded_default.py``, on the
 pretrained with several seeds (``model.pretrained=synthetic-seedN``: another CPU's floating-point results
 amount to another pretrained model) and reports every property's worst margin.
 
-``GATES`` must hold everywhere (CI fails otherwise); ``TARGETS`` are where the world should get to (issue 6),
-reported but not enforced while the world falls short of them.
+``GATES`` must hold everywhere (CI fails otherwise); ``TARGETS`` are issue 6's figures, which some gates enforce
+with a looser bound so that another machine's pretrained model does not fail CI on a fraction of a point.
 """
 
 from __future__ import annotations
@@ -49,14 +49,18 @@ def facts_of(zeroshot: dict[str, Any], finetune: dict[str, Any], finetune_matrix
     }
 
 
+# CI enforces GATES on whatever machine it gets, so each keeps a margin below the worst value measured over tiny CLIPs
+# pretrained with seeds 0-2 and training seeds 0-2 (world version 6; the README's world table); TARGETS are issue 6's
+# figures, reported by `world-check` with their margins.
 GATES = (
     Property("zero-shot mean", lambda f: f["zs"].mean(), 45.0),
     Property("zero-shot mean", lambda f: f["zs"].mean(), 70.0, at_least=False),
     Property("zero-shot max", lambda f: f["zs"].max(), 85.0, at_least=False),
     Property("zero-shot min over chance", lambda f: (f["zs"] - f["chance"]).min(), 3.0),
-    Property("FT diagonal mean - zero-shot mean", lambda f: f["diagonal"].mean() - f["zs"].mean(), 10.0),
-    Property("FT Last - zero-shot Last", lambda f: f["ft_last"] - f["zs_last"], 1.0),
-    Property("zero-shot Transfer - FT Transfer", lambda f: f["zs_transfer"] - f["ft_transfer"], 8.0),
+    Property("FT diagonal mean", lambda f: f["diagonal"].mean(), 85.0),
+    Property("FT diagonal min", lambda f: f["diagonal"].min(), 65.0),
+    Property("FT Last - zero-shot Last", lambda f: f["ft_last"] - f["zs_last"], 8.0),
+    Property("zero-shot Transfer - FT Transfer", lambda f: f["zs_transfer"] - f["ft_transfer"], 5.0),
     Property("FT largest forgetting", lambda f: f["forgetting"].max(), 10.0),
 )
 
@@ -64,6 +68,7 @@ TARGETS = (
     Property("FT diagonal mean", lambda f: f["diagonal"].mean(), 85.0),
     Property("FT diagonal min", lambda f: f["diagonal"].min(), 70.0),
     Property("FT Last - zero-shot Last", lambda f: f["ft_last"] - f["zs_last"], 8.0),
+    Property("zero-shot Transfer - FT Transfer", lambda f: f["zs_transfer"] - f["ft_transfer"], 8.0),
 )
 
 
