@@ -41,7 +41,7 @@ def report(runs, tmp_path_factory) -> Path:
 def test_report_writes_tables_figures_and_html(report):
     tables = {p.name for p in (report / "tables").iterdir()}
     for stem in ("mtil_mtil_orderI_transfer", "mtil_synthetic_mtil_last", "b2n_base_to_novel", "cost_mtil_orderI",
-                 "beyond_synthetic_mtil"):
+                 "beyond_synthetic_mtil", "ranking_synthetic_mtil"):
         assert {f"{stem}.md", f"{stem}.tex", f"{stem}.csv"} <= tables
     for stem in ("mtil_orderI_stream", "mtil_orderI_bars", "synthetic_mtil_bars", "base_to_novel_base_novel"):
         assert (report / "figures" / f"{stem}.png").read_bytes().startswith(PNG_MAGIC)
@@ -56,7 +56,7 @@ def test_report_html_is_self_contained_and_links_numbers_to_runs(report, runs):
     page = (report / "report.html").read_text()
     assert not re.search(r"(src|href)=\"https?:", page)  # nothing fetched from the network
     assert page.count("data:image/png;base64,") == 5
-    assert page.count('<table class="results"') == 12
+    assert page.count('<table class="results"') == 13  # 12 + the synthetic leaderboard's ranking against order I
     # a harness number links to its group of runs, whose section names every run directory with its record
     anchor = re.search(r'<td class="best"><a href="#(g\d+)" title="n=2: ([^"]+)">83.6 ± 0.7</a>', page)
     assert anchor is not None
@@ -78,7 +78,7 @@ def test_report_renders_in_a_headless_browser(report, tmp_path):
     url = (report / "report.html").resolve().as_uri()
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
-    assert dom.count('<table class="results"') == 12 and "ZSCL (published)" in dom and "83.6 ± 0.7" in dom
+    assert dom.count('<table class="results"') == 13 and "ZSCL (published)" in dom and "83.6 ± 0.7" in dom
     shot = tmp_path / "report.png"
     subprocess.run([*flags, "--window-size=1400,2000", f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
     assert shot.read_bytes().startswith(PNG_MAGIC) and shot.stat().st_size > 50_000  # a page, not a blank image

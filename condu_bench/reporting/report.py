@@ -19,6 +19,7 @@ from condu_bench.reporting.paper_tables import (
     mtil_tables,
     target_average_table,
 )
+from condu_bench.reporting.rank_agreement import rank_agreement_table, ranking_reference
 from condu_bench.reporting.report_html import render_report
 from condu_bench.reporting.report_plots import plot_base_novel, plot_headline_bars, plot_stream
 from condu_bench.reporting.table_writers import write_table_files
@@ -47,11 +48,14 @@ class Section:
 
 
 def scenario_section(scenario: str, protocol: str, groups: list[Group], published: Published | None,
-                     figures_dir: Path) -> Section:
+                     figures_dir: Path, ranking: tuple[str, Published] | None = None) -> Section:
+    """``ranking``: a published table whose order of methods this scenario's leaderboard is compared with."""
     section = Section(f"{scenario} ({protocol.replace('_', ' ')})")
     stem = figures_dir / _slug(scenario)
     if protocol == "mtil":
         section.tables += mtil_tables(scenario, groups, published)
+        if ranking is not None:
+            section.tables.append(rank_agreement_table(scenario, groups, ranking))
         beyond = beyond_table(scenario, groups)
         if beyond is not None:
             section.tables.append(beyond)
@@ -82,7 +86,8 @@ def build_report(directories, out, published_dir=None, title: str = "condu-bench
     sections = []
     for scenario, protocol in dict.fromkeys((g.scenario, g.protocol) for g in groups):
         sub = [g for g in groups if (g.scenario, g.protocol) == (scenario, protocol)]
-        section = scenario_section(scenario, protocol, sub, published_for(scenario, protocol, published_dir), figures_dir)
+        section = scenario_section(scenario, protocol, sub, published_for(scenario, protocol, published_dir), figures_dir,
+                                   ranking_reference(scenario, published_dir) if protocol == "mtil" else None)
         for table in section.tables:
             write_table_files(table, tables_dir)
         sections.append(section)
