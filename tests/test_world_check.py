@@ -38,6 +38,27 @@ def test_gates_and_margins_on_a_hand_made_world():
     assert failures(unlearnt) == ["FT diagonal mean >= 85: 76.7", "FT diagonal min >= 65: 60.0"]
 
 
+def test_ranking_targets_from_records_against_the_published_table():
+    from condu_bench.resources import published_dir
+    from condu_bench.synthetic.world_check import RANKING, facts_of, margin_table, ranking_tau
+
+    def run(transfer, avg, last):
+        return {"transfer": transfer, "avg": avg, "last": last}
+
+    # published order I: Transfer zs 69.4 > lwf 56.9 > ft 44.6; Avg 65.3 > 64.7 > 55.9; Last 65.3 < 74.6 < 77.3
+    records = {"zeroshot": run(60, 56, 56), "lwf": run(55, 60, 70), "finetune": run(45, 65, 72), "mine": run(0, 0, 0)}
+    tau = ranking_tau(records, published_dir() / "mtil_order1.csv")
+    assert tau == pytest.approx({"transfer": 1.0, "avg": -1.0, "last": 1.0})  # "mine" has no published row
+    domains = ["shapes", "colours"]
+    zs = record(dict(zip(domains, [30.0, 60.0])), transfer=60.0, last=45.0)
+    ft = record(dict(zip(domains, [70.0, 90.0])), transfer=45.0, last=80.0)
+    facts = dict(facts_of(zs, ft, np.array([[90.0, 50.0], [70.0, 90.0]])), tau=tau)
+    assert [p.margin(facts) for p in RANKING] == pytest.approx([0.4, -1.6, 0.4])
+    table = margin_table([("a", facts)])
+    assert "| ranking tau-b Avg >= 0.6 | -1.0 | -1.6 | target |" in table
+    assert "ranking" not in margin_table([("a", facts_of(zs, ft, np.array([[90.0, 50.0], [70.0, 90.0]])))])
+
+
 def test_synthetic_tags_name_pretraining_seeds():
     from condu_bench.models.loading import synthetic_pretrain_config
 

@@ -72,15 +72,38 @@ TARGETS = (
 )
 
 
+#: the MTIL methods of the published order-I table, run by ``world-check --ranking``
+RANKED_METHODS = ("zeroshot", "finetune", "lwf", "lwf_vr", "icarl", "wise_ft", "zscl", "condu", "condu_lora",
+                  "moe_adapters")
+# issue 6: with every MTIL method, the leaderboard orders the methods as the published order-I table does
+RANKING = tuple(Property(f"ranking tau-b {title}", (lambda key: lambda f: f["tau"][key])(key), 0.6)
+                for key, title in (("transfer", "Transfer"), ("avg", "Avg"), ("last", "Last")))
+
+
+def ranking_tau(records: dict[str, dict[str, Any]], published_csv) -> dict[str, float]:
+    """Kendall tau-b per MTIL metric between these runs (method -> record) and a published table's headline rows,
+    over the methods both have."""
+    from condu_bench.metrics import kendall_tau_b
+    from condu_bench.reporting.paper_tables import load_published
+    from condu_bench.reporting.tables import match_method
+
+    published = load_published(published_csv)
+    pairs = [(records[m], published.headline[p]) for m in records if (p := match_method(m, published.methods()))]
+    return {key: kendall_tau_b([r[key] for r, _ in pairs], [row[key] for _, row in pairs])
+            for key in ("transfer", "avg", "last")}
+
+
 def failures(facts: dict[str, Any], properties=GATES) -> list[str]:
     return [f"{p.describe()}: {p.measure(facts):.1f}" for p in properties if p.margin(facts) < 0]
 
 
 def margin_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    """Markdown: one column per (model, seed) run, one row per property, its value; then the worst margin."""
+    """Markdown: one column per (model, seed) run, one row per property, its value; then the worst margin. The
+    ranking targets appear when the runs measured them (``world-check --ranking``)."""
     header = "| property | " + " | ".join(name for name, _ in rows) + " | worst margin | kind |"
     lines = [header, "|" + "---|" * (len(rows) + 3)]
-    for kind, props in (("gate", GATES), ("target", TARGETS)):
+    ranked = all("tau" in f for _, f in rows)
+    for kind, props in (("gate", GATES), ("target", TARGETS + (RANKING if ranked else ()))):
         for p in props:
             values = " | ".join(f"{p.measure(f):.1f}" for _, f in rows)
             worst = min(p.margin(f) for _, f in rows)
@@ -88,26 +111,33 @@ def margin_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def run_world_check(pretrain_seeds: list[int], seeds: list[int], overrides: list[str], out, log=print) -> tuple[str, bool]:
+def run_world_check(pretrain_seeds: list[int], seeds: list[int], overrides: list[str], out, log=print,
+                    ranking: bool = False) -> tuple[str, bool]:
     """Run zero-shot and Continual-FT of the default benchmark on every (pretrained model, seed); the margin table
-    and whether every gate holds."""
+    and whether every gate holds. ``ranking``: every method of :data:`RANKED_METHODS` too, and the leaderboard's
+    Kendall tau-b against the published order-I table per run (a target, with the others)."""
     from pathlib import Path
 
     from condu_bench.cli import resolve_benchmark
     from condu_bench.config import load_config
+    from condu_bench.resources import published_dir
     from condu_bench.experiment import run_experiment
     from condu_bench.reporting.matrix_io import read_accuracy_matrix
 
     rows = []
     for pseed in pretrain_seeds:
         tag = "synthetic" if pseed == 0 else f"synthetic-seed{pseed}"
-        config = load_config(resolve_benchmark(None), [f"model.pretrained={tag}", "methods=zeroshot,finetune",
+        methods = RANKED_METHODS if ranking else ("zeroshot", "finetune")
+        config = load_config(resolve_benchmark(None), [f"model.pretrained={tag}", f"methods={','.join(methods)}",
                                                        f"seeds={','.join(map(str, seeds))}", *overrides])
         directory = Path(out) / tag
         records = run_experiment(config, directory, log=log)
         for seed in seeds:
             by_method = {r["method"]: r for r in records if r["seed"] == seed}
             matrix, _, _ = read_accuracy_matrix(directory / "finetune" / f"seed{seed}" / "accuracy_matrix.csv")
-            rows.append((f"{tag}/seed{seed}", facts_of(by_method["zeroshot"], by_method["finetune"], matrix)))
+            facts = facts_of(by_method["zeroshot"], by_method["finetune"], matrix)
+            if ranking:
+                facts["tau"] = ranking_tau(by_method, published_dir() / "mtil_order1.csv")
+            rows.append((f"{tag}/seed{seed}", facts))
     table = margin_table(rows)
     return table, all(not failures(f) for _, f in rows)
