@@ -36,32 +36,37 @@ def ranking_reference(scenario: str, published_dir) -> tuple[str, Published] | N
     return filename, load_published(Path(published_dir) / filename)
 
 
-def rank_agreement(groups: list[Group], published: Published, metrics=MTIL_METRICS) -> tuple[list[Agreement], list[str]]:
-    """Per metric, tau-b between the harness's seed means and the published values over the methods both have;
-    and the methods left out (no published row, or several configurations of one method: which one would count?)."""
-    by_method: dict[str, list[Group]] = {}
-    for group in groups:
-        by_method.setdefault(group.method, []).append(group)
-    left_out, matched = [], []
-    for method, method_groups in by_method.items():
-        paper = match_method(method, published.methods())
-        if paper is None:
-            left_out.append(f"{method} (no published row)")
-        elif len(method_groups) > 1:
-            left_out.append(f"{method} ({len(method_groups)} configurations)")
-        else:
-            matched.append((method, paper, method_groups[0]))
-    agreements = []
+def agreements(values: dict[str, dict[str, float | None]], published: Published, metrics=MTIL_METRICS) -> list[Agreement]:
+    """Per metric, tau-b between ``values`` (run method -> metric -> value) and the published headline values, over
+    the methods that have a published row (matched by the report's aliases) and a value on both sides."""
+    matched = [(method, paper) for method in values if (paper := match_method(method, published.methods()))]
+    out = []
     for key, _title in metrics:
-        pairs = [(method, paper, group.headline(key).mean, published.headline[paper].get(key))
-                 for method, paper, group in matched]
+        pairs = [(method, paper, values[method].get(key), published.headline[paper].get(key)) for method, paper in matched]
         pairs = [p for p in pairs if p[2] is not None and p[3] is not None]
         try:
             tau = kendall_tau_b([p[2] for p in pairs], [p[3] for p in pairs]) if len(pairs) >= 2 else None
         except ValueError:  # a constant column: no order to compare
             tau = None
-        agreements.append(Agreement(key, tau, pairs))
-    return agreements, left_out
+        out.append(Agreement(key, tau, pairs))
+    return out
+
+
+def rank_agreement(groups: list[Group], published: Published, metrics=MTIL_METRICS) -> tuple[list[Agreement], list[str]]:
+    """:func:`agreements` of the groups' seed means; and the methods left out (no published row, or several
+    configurations of one method: which one would count?)."""
+    by_method: dict[str, list[Group]] = {}
+    for group in groups:
+        by_method.setdefault(group.method, []).append(group)
+    left_out, means = [], {}
+    for method, method_groups in by_method.items():
+        if match_method(method, published.methods()) is None:
+            left_out.append(f"{method} (no published row)")
+        elif len(method_groups) > 1:
+            left_out.append(f"{method} ({len(method_groups)} configurations)")
+        else:
+            means[method] = {key: method_groups[0].headline(key).mean for key, _title in metrics}
+    return agreements(means, published, metrics), left_out
 
 
 def rank_agreement_table(scenario: str, groups: list[Group], reference: tuple[str, Published]) -> Table:

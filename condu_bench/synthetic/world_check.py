@@ -80,17 +80,13 @@ RANKING = tuple(Property(f"ranking tau-b {title}", (lambda key: lambda f: f["tau
                 for key, title in (("transfer", "Transfer"), ("avg", "Avg"), ("last", "Last")))
 
 
-def ranking_tau(records: dict[str, dict[str, Any]], published_csv) -> dict[str, float]:
+def ranking_tau(records: dict[str, dict[str, Any]], published_csv) -> dict[str, float | None]:
     """Kendall tau-b per MTIL metric between these runs (method -> record) and a published table's headline rows,
     over the methods both have."""
-    from condu_bench.metrics import kendall_tau_b
     from condu_bench.reporting.paper_tables import load_published
-    from condu_bench.reporting.tables import match_method
+    from condu_bench.reporting.rank_agreement import agreements
 
-    published = load_published(published_csv)
-    pairs = [(records[m], published.headline[p]) for m in records if (p := match_method(m, published.methods()))]
-    return {key: kendall_tau_b([r[key] for r, _ in pairs], [row[key] for _, row in pairs])
-            for key in ("transfer", "avg", "last")}
+    return {a.metric: a.tau for a in agreements(records, load_published(published_csv))}
 
 
 def failures(facts: dict[str, Any], properties=GATES) -> list[str]:
