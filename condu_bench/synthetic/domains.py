@@ -448,6 +448,13 @@ def _sample_background(sc: _Scene, rng, idx: np.ndarray, kinds: np.ndarray, cont
     sc.bg_sign[idx] = rng.choice(np.array([-1.0, 1.0], np.float32), n)
 
 
+def _plain(sc: _Scene, colour: np.ndarray) -> None:
+    """A plain background of ``colour`` (one per image, ``(n, 1)`` or ``(n, 3)``)."""
+    sc.bg_kind[:] = 0
+    sc.bg_c1[:] = colour
+    sc.bg_c2[:] = colour
+
+
 def _fix_visibility(sc: _Scene, idx, k=0):
     lum_o = sc.rgb[idx, k].mean(1)
     lum_b = sc.bg_c1[idx].mean(1)
@@ -469,7 +476,7 @@ _SHIFT_COMMON = dict(noise=(0.0, 0.04), bg_contrast=(0.05, 0.4), gain=(0.85, 1.1
 # The calibrated world (WORLD_VERSION 6): every domain in its own look (see _own_look). Calibrated with
 # `condu-bench world-check` on tiny CLIPs pretrained with seeds 0-2 and training seeds 0-2.
 _OWN_LOOK = dict(_SHIFT_COMMON, look="own", pos_jitter=0.11, shape_r=(0.22, 0.32), distract=0.4, occlude=0.0,
-                 count_r=(0.06, 0.1), count_jitter=0.04)
+                 count_r=(0.06, 0.1), count_jitter=0.04, digit_style="mnist")
 # World version 5, for studies: every domain is objects on shared backgrounds in every colour, so one domain's
 # factor is another's nuisance (fine-tuning on colours taught invariance to hue, which the shapes had varied in).
 _SHARED_LOOK = dict(_SHIFT_COMMON, look="shared", pos_jitter=0.08, pos_plain=0.5, shape_r=(0.3, 0.4), distract=0.7,
@@ -624,16 +631,10 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
     else:  # pragma: no cover - guarded by _check_domain
         raise KeyError(name)
     if name == "digits" and knobs.get("digit_style") == "mnist":
-        dark = rng.uniform(0.0, 0.12, n).astype(np.float32)[:, None]
-        sc.bg_kind[:] = 0
-        sc.bg_c1[:] = dark
-        sc.bg_c2[:] = dark
+        _plain(sc, rng.uniform(0.0, 0.12, n).astype(np.float32)[:, None])
         sc.rgb[:, 0] = rng.uniform(0.75, 1.0, n).astype(np.float32)[:, None]
     if name == "counts" and knobs.get("count_style") == "sheet":
-        paper = rng.uniform(0.85, 1.0, n).astype(np.float32)[:, None]
-        sc.bg_kind[:] = 0
-        sc.bg_c1[:] = paper
-        sc.bg_c2[:] = paper
+        _plain(sc, rng.uniform(0.85, 1.0, n).astype(np.float32)[:, None])
         colour = rng.integers(0, 8, n)
         for k in range(5):
             sc.rgb[:, k] = _palette(rng, colour, hj, (0.6, 1.0), (0.3, 0.65))
@@ -643,18 +644,12 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
     return sc
 
 
-def _plain(sc: _Scene, colour: np.ndarray) -> None:
-    sc.bg_kind[:] = 0
-    sc.bg_c1[:] = colour
-    sc.bg_c2[:] = colour
-
-
 def _own_look(name: str, sc: _Scene, rng: np.random.Generator) -> None:
     """Every domain in a look of its own, as real datasets are (MNIST's grey digits, DTD's textures, EuroSAT's
     tiles): the factors that other domains classify (shape, hue, background pattern) are held fixed within a domain,
     so fine-tuning on one domain does not teach invariance to another's classes. Measured on the tiny CLIP
     (pretraining seed 0, lr 1.5e-4): with shapes in every hue, training on colours took them from 70 % to 25 %; in
-    light grey, from 90 % to 76 %."""
+    light grey, from 90 % to 76 %. Digits take their MNIST-like look from ``digit_style: mnist``."""
     n = sc.n
 
     def grey(low: float, high: float) -> np.ndarray:
@@ -673,9 +668,6 @@ def _own_look(name: str, sc: _Scene, rng: np.random.Generator) -> None:
     elif name == "textures":  # grey patterns
         sc.bg_c1[:] = sc.bg_c1.mean(1, keepdims=True)
         sc.bg_c2[:] = sc.bg_c2.mean(1, keepdims=True)
-    elif name == "digits":  # MNIST-like: light grey glyphs on a nearly black ground
-        _plain(sc, grey(0.0, 0.12))
-        sc.rgb[:, 0] = grey(0.75, 1.0)
     elif name == "counts":  # dark grey dots on paper
         _plain(sc, grey(0.85, 1.0))
         sc.kind[:] = 0
