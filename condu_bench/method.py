@@ -67,7 +67,8 @@ class RunContext:
     autocast: Any = None  # callable returning the autocast context of this run
     tasks_seen: list[TaskData] = field(default_factory=list)
     # Task-agnostic evaluation calls ``logits(images, None, ctx)``: logits then cover the classes of these
-    # datasets, concatenated in this order.
+    # datasets, concatenated in this order (the evaluated dataset alone, or every evaluated dataset with the
+    # scenario's ``label_space: union``).
     label_space: list[TaskData] = field(default_factory=list)
     scenario_name: str = ""  # the built scenario's name (e.g. "synthetic_mtil", "mtil_order1")
     data_root: str | None = None  # the run's data_root (methods resolve their relative input paths against it)

@@ -90,11 +90,17 @@ def test_routing_averages_theta0_and_the_top_k_experts(tmp_path):
     checks = []
 
     class Spy(ConDU):
+        evaluated = {}
+
+        def logits(self, images, task, ctx):
+            self.evaluated.setdefault(task.name, task)  # task-known: every evaluated dataset comes by
+            return super().logits(images, task, ctx)
+
         def after_task(self, task, ctx):
             super().after_task(task, ctx)
             if task.index != 1:
                 return
-            unseen = ctx.label_space[2]  # counts: not learned yet
+            unseen = self.evaluated["counts"]  # not learned yet
             images = torch.stack([ctx.eval_transform(unseen.test[i][0]) for i in range(6)])
             with torch.no_grad():
                 got = self.logits(images, unseen, ctx)
@@ -149,6 +155,30 @@ def test_condu_lora_trains_only_the_adapters(tmp_path):
                      "method_options.condu_lora.rank=4", "train.lr=1e-2")
     assert changed == [["lora_A", "lora_B"], ["lora_A", "lora_B"]]
     assert record["method_report"]["tasks"] == ["shapes", "colours"]
+
+
+@pytest.mark.parametrize("label_space", ["dataset", "union"])
+def test_task_agnostic_withholds_the_task_and_scores_the_label_space(tmp_path, label_space):
+    """ConDU's released agnostic evaluation: no task given (it routes), each image scored over its own dataset's classes;
+    ``label_space=union`` over every evaluated dataset's."""
+    from condu_bench.baselines.condu import ConDU
+
+    calls = set()
+
+    class Spy(ConDU):
+        def logits(self, images, task, ctx):
+            out = super().logits(images, task, ctx)
+            calls.add((task, tuple(t.name for t in ctx.label_space), out.shape[1]))
+            return out
+
+    run_spy(tmp_path, "condu", Spy, "scenario.options.task_agnostic=true", f"scenario.options.label_space={label_space}")
+    domains = ("shapes", "colours", "counts")
+    assert {task for task, _, _ in calls} == {None}
+    spaces = {space for _, space, _ in calls}
+    assert spaces == ({(d,) for d in domains} if label_space == "dataset" else {domains})
+    widths = {space: width for _, space, width in calls}
+    sizes = {"shapes": 6, "colours": 8, "counts": 5}
+    assert all(width == sum(sizes[d] for d in space) for space, width in widths.items())
 
 
 @pytest.mark.parametrize("method", ["condu", "condu_lora"])

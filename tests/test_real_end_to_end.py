@@ -136,25 +136,32 @@ def test_transfer_benchmarks_on_a_fake_coop_tree(tmp_path, benchmark_file, sourc
 
 
 def test_task_agnostic_mtil_on_a_fake_zscl_tree(tmp_path):
-    """Task-agnostic: each dataset is scored over the union of every class seen in the order, not its own."""
+    """Task-agnostic as ConDU's release evaluates it: the task is withheld, each dataset is scored over its own classes
+    (zero-shot CLIP, which never uses the task, scores exactly as task-known); ``label_space=union`` scores over every
+    class of the order (never better than over its own)."""
     root = tmp_path / "data"
     for build in (ft.zscl_mnist, ft.zscl_eurosat):
         build(root)
     out = tmp_path / "out"
-    for benchmark_file in ("mtil_order1_task_agnostic", "mtil_order1"):
-        argv = ["run", benchmark_file, f"data_root={root}", "scenario.options.order=MNIST,EuroSAT",
-                "--out", str(out / benchmark_file), "--no-progress", *MICRO]
+    runs = {"known": ("mtil_order1", []), "agnostic": ("mtil_order1_task_agnostic", []),
+            "union": ("mtil_order1_task_agnostic", ["scenario.options.label_space=union"])}
+    for key, (benchmark_file, extra) in runs.items():
+        argv = ["run", benchmark_file, f"data_root={root}", "scenario.options.order=MNIST,EuroSAT", "methods=zeroshot,finetune",
+                "--out", str(out / key), "--no-progress", *MICRO, *extra]
         assert main(argv) == 0
+    metrics = {(key, method): json.loads((out / key / method / "seed0" / "metrics.json").read_text())
+               for key in runs for method in ("zeroshot", "finetune")}
     for method in ("zeroshot", "finetune"):
-        agnostic = json.loads((out / "mtil_order1_task_agnostic" / method / "seed0" / "metrics.json").read_text())
-        known = json.loads((out / "mtil_order1" / method / "seed0" / "metrics.json").read_text())
-        assert agnostic["task_agnostic"] is True and agnostic["datasets"] == ["MNIST", "EuroSAT"]
-        assert known.get("task_agnostic") in (False, None)
-    # the same zero-shot model scored over more classes: what is right task-agnostic is right task-known
+        assert metrics["agnostic", method]["task_agnostic"] is True and metrics["agnostic", method]["datasets"] == ["MNIST", "EuroSAT"]
+        assert metrics["agnostic", method]["scenario_info"]["label_space"] == "dataset"
+        assert metrics["union", method]["scenario_info"]["label_space"] == "union"
+        assert metrics["known", method].get("task_agnostic") in (False, None)
+    assert metrics["agnostic", "zeroshot"]["scenario"] == "mtil_custom_agnostic"
+    assert metrics["union", "zeroshot"]["scenario"] == "mtil_custom_agnostic_union"
     for name in ("MNIST", "EuroSAT"):
-        zs_agnostic = json.loads((out / "mtil_order1_task_agnostic" / "zeroshot" / "seed0" / "metrics.json").read_text())
-        zs_known = json.loads((out / "mtil_order1" / "zeroshot" / "seed0" / "metrics.json").read_text())
-        assert zs_agnostic["per_dataset"][name]["last"] <= zs_known["per_dataset"][name]["last"]
+        known = metrics["known", "zeroshot"]["per_dataset"][name]["last"]
+        assert metrics["agnostic", "zeroshot"]["per_dataset"][name]["last"] == known
+        assert metrics["union", "zeroshot"]["per_dataset"][name]["last"] <= known
 
 
 @pytest.mark.parametrize("benchmark_file", ["mtil_order1", "mtil_fewshot"])

@@ -31,9 +31,26 @@ def test_few_shot_draws_k_per_class_seeded():
     assert label == a.targets[0]
 
 
+def test_task_agnostic_label_spaces():
+    known = build_synthetic_mtil(SMALL, seed=0)
+    agnostic = build_synthetic_mtil({**SMALL, "task_agnostic": True}, seed=0)
+    union = build_synthetic_mtil({**SMALL, "task_agnostic": True, "label_space": "union"}, seed=0)
+    assert (known.name, agnostic.name, union.name) == ("synthetic_mtil", "synthetic_mtil_agnostic", "synthetic_mtil_agnostic_union")
+    assert agnostic.label_space == agnostic.info["label_space"] == "dataset" and "label_space" not in known.info
+    for scenario, spans_all in ((known, False), (agnostic, False), (union, True)):
+        (stream,) = scenario.streams
+        for task in stream.evaluate:
+            names = [t.name for t in scenario.evaluation_space(stream, task)]
+            assert names == (["shapes", "counts"] if spans_all else [task.name])
+
+
 def test_bad_options():
     with pytest.raises(UserError, match="unknown key 'n_train'"):
         build_synthetic_mtil({"n_train": 3}, seed=0)
+    with pytest.raises(UserError, match="label_space must be one of dataset, union, not 'all'"):
+        build_synthetic_mtil({**SMALL, "task_agnostic": True, "label_space": "all"}, seed=0)
+    with pytest.raises(UserError, match="label_space=union needs task_agnostic: true"):
+        build_synthetic_mtil({**SMALL, "label_space": "union"}, seed=0)
     with pytest.raises(UnknownNameError, match="did you mean 'shapes'"):
         build_synthetic_mtil({"order": ["shapez"]}, seed=0)
 
@@ -50,3 +67,20 @@ def test_avalanche_stream_has_one_experience_per_domain_with_task_labels():
     assert experiences[1].classes_in_this_experience_names == experiences[1].task_data.classnames
     image, label, task_label = experiences[1].dataset[0]
     assert task_label == 1 and label == scenario.streams[0].train[1].train.targets[0]
+
+
+def test_the_label_space_is_hashed_even_at_its_default():
+    """A task-agnostic result from before the option (scored over the union) never passes for a finished run of the
+    default (each dataset's own classes): the default is written into the run's config, and so into its hash."""
+    from condu_bench.config import load_config
+    from condu_bench.experiment import config_hash, method_run_config
+
+    def resolved(*options):
+        config = load_config(None, ["scenario.options.task_agnostic=true", *options])
+        return method_run_config(config, "zeroshot", 0, None, config.train)
+
+    default, explicit, union = resolved(), resolved("scenario.options.label_space=dataset"), resolved("scenario.options.label_space=union")
+    assert default["scenario"]["options"]["label_space"] == "dataset"
+    assert config_hash(default) == config_hash(explicit) != config_hash(union)
+    known = load_config(None, [])
+    assert "label_space" not in method_run_config(known, "zeroshot", 0, None, known.train)["scenario"]["options"]

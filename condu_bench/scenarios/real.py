@@ -13,7 +13,7 @@ from typing import Any
 
 from condu_bench.data.task import TaskData
 from condu_bench.errors import UserError
-from condu_bench.scenarios.base import Scenario, Stream
+from condu_bench.scenarios.base import Scenario, Stream, agnostic_suffix, checked_label_space
 
 # protocols.md §1, in registry names (tables use each spec's mtil_name: Flowers, Food, OxfordPet).
 MTIL_ORDERS = {
@@ -198,7 +198,8 @@ def build_mtil(options: dict[str, Any], seed: int, data_root: str | Path | None 
     """
     from condu_bench.datasets.catalog import get_spec
 
-    opts = _options(options, {**_COMMON, "order": "I", "layout": "zscl", "task_agnostic": False, "templates": "ensemble"}, "mtil")
+    opts = _options(options, {**_COMMON, "order": "I", "layout": "zscl", "task_agnostic": False, "label_space": "dataset",
+                                   "templates": "ensemble"}, "mtil")
     root = _root(data_root, "mtil")
     order_name, names = _order(opts["order"])
     shots = _shots(opts["shots"], FEWSHOT_MTIL_DEFAULT)
@@ -218,13 +219,17 @@ def build_mtil(options: dict[str, Any], seed: int, data_root: str | Path | None 
         tasks.append(TaskData(name=spec.mtil_name or spec.name, classnames=list(listing.classnames), train=train, test=test,
                               split_convention=layout, info=info, **_prompts(spec, opts, info)))
     # The published MTIL tables used zscl splits; a coop-split run gets its own name so it is never shown beside them.
-    suffix = ("_fewshot" if shots else "") + ("_agnostic" if opts["task_agnostic"] else "") + ("_coopsplits" if opts["layout"] == "coop" else "")
+    label_space = checked_label_space(opts["label_space"], bool(opts["task_agnostic"]))
+    suffix = (("_fewshot" if shots else "") + agnostic_suffix(bool(opts["task_agnostic"]), label_space)
+              + ("_coopsplits" if opts["layout"] == "coop" else ""))
     return Scenario(
         name=f"mtil_order{order_name}{suffix}" if order_name != "custom" else f"mtil_custom{suffix}",
         protocol="mtil",
         streams=[Stream(f"order_{order_name}", tasks)],
         task_agnostic=bool(opts["task_agnostic"]),
-        info={"order": order_name, "datasets": names, "layout": opts["layout"], "layout_fallbacks": fallbacks,
+        label_space=label_space,
+        info={"order": order_name, **({"label_space": label_space} if opts["task_agnostic"] else {}),
+              "datasets": names, "layout": opts["layout"], "layout_fallbacks": fallbacks,
               "shots": shots, "fewshot_draw": fewshot_draw(opts) if shots else None, **_set_names(opts),
               "data_root": str(root)},
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from condu_bench.data.task import TaskData
 from condu_bench.errors import UnknownNameError, UserError
-from condu_bench.scenarios.base import Scenario, Stream
+from condu_bench.scenarios.base import Scenario, Stream, agnostic_suffix, checked_label_space
 
 DEFAULTS: dict[str, Any] = {
     "order": None,  # list of domain names; None = the world's default order
@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "data_seed": 0,
     "shots": None,  # few-shot MTIL: K training images per class, drawn with the run seed
     "task_agnostic": False,
+    "label_space": "dataset",  # task-agnostic only: dataset (ConDU's released evaluation) | union (scenarios.base.LabelSpace)
     "style": None,  # downstream style knobs over the calibrated world (synthetic.domains.STYLE_KNOBS), for world studies
     "world_version": None,  # None = this release's world; a recorded version is checked (older worlds are not kept)
 }
@@ -112,10 +113,14 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
     info = {"order": order, "world_version": world_version, **{k: opts[k] for k in ("n_train_per_class", "n_test_per_class", "image_size", "data_seed", "shots")}}
     if style:
         info["style"] = style
+    label_space = checked_label_space(opts["label_space"], bool(opts["task_agnostic"]))
+    if opts["task_agnostic"]:
+        info["label_space"] = label_space
     return Scenario(
-        name="synthetic_mtil" + ("_fewshot" if opts["shots"] else "") + ("_agnostic" if opts["task_agnostic"] else ""),
+        name="synthetic_mtil" + ("_fewshot" if opts["shots"] else "") + agnostic_suffix(bool(opts["task_agnostic"]), label_space),
         protocol="mtil",
         streams=[Stream("synthetic", tasks)],
         task_agnostic=bool(opts["task_agnostic"]),
+        label_space=label_space,
         info=info,
     )

@@ -107,8 +107,9 @@ class Evaluator:
     def accuracy(self, method: Any, task: TaskData, task_known: bool = True, label_space: Sequence[TaskData] | None = None) -> float:
         """Percent top-1 on ``task``'s test set.
 
-        ``task_known=False`` (task-agnostic) classifies over the union of ``label_space``'s classes and counts a
-        hit only for the right class of the right dataset.
+        ``task_known=False`` (task-agnostic) withholds the task from the method and classifies over the classes of
+        ``label_space`` (``task`` alone, or several datasets concatenated: a hit is then the right class of the right
+        dataset; the scenario's ``label_space`` option decides which).
         """
         ctx = self.ctx
         model = ctx.model.eval()

@@ -85,12 +85,14 @@ class MethodRun:
         from tqdm.auto import tqdm
 
         known = not self.scenario.task_agnostic
-        self.ctx.label_space = list(stream.evaluate)
         tasks = tqdm(stream.evaluate, desc=f"{method.name} | evaluating", disable=not self.config.progress, leave=False)
         for task in stream.evaluate:
             self.evaluator.eval_set(task)  # decoding (or finding the decoded cache) is not inference
         start = time.perf_counter()
-        row = [self.evaluator.accuracy(method, task, known, stream.evaluate) for task in tasks]
+        row = []
+        for task in tasks:
+            self.ctx.label_space = self.scenario.evaluation_space(stream, task)
+            row.append(self.evaluator.accuracy(method, task, known, self.ctx.label_space))
         if self.eval_seconds_per_image is None:
             # The reports' inference cost: this process's first row, from decoded images and before any image
             # features are cached (later rows of frozen-image-tower methods reuse them and would look cheaper).
