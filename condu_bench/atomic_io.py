@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from typing import Any
 
 from condu_bench.errors import UserError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file", "FileWriteError"]
+__all__ = ["atomic_path", "atomic_directory", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file", "FileWriteError"]
 
 
 class FileWriteError(UserError, OSError):
@@ -91,6 +92,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise FileWriteError(path, exc) from exc
         raise
     _fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike, complete: str) -> Iterator[Path]:
+    """A private staging directory next to ``path``, renamed to ``path`` when the block ends normally: a cache entry
+    that appears whole or not at all. When another writer got there first (``path/complete`` exists), its entry is
+    kept and this one dropped; the staging directory never outlives the block::
+
+        with atomic_directory(root / key, "meta.json") as staging:
+            ...  # write the entry's files, meta.json last
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield staging
+        try:
+            os.rename(staging, path)  # atomic; fails when another process got there first
+        except OSError:
+            if not (path / complete).is_file():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

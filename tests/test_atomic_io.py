@@ -83,3 +83,19 @@ def test_every_result_file_goes_through_the_atomic_writer(tmp_path, monkeypatch)
     written = {p.name for p in tmp_path.iterdir()}
     assert written == {"config.yaml", "accuracy_matrix.csv", "report.md", "accuracy_matrix.png", "metrics.json"}
     assert set(replaced) == written and replaced[-1] == "metrics.json"
+
+
+def test_atomic_directory_appears_whole_or_not_at_all(tmp_path):
+    from condu_bench.atomic_io import atomic_directory
+
+    entry = tmp_path / "cache" / "key"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(entry, "meta.json") as staging:
+            (staging / "data").write_text("half")
+            raise RuntimeError("killed mid-way")
+    assert not entry.exists() and list((tmp_path / "cache").iterdir()) == []
+    with atomic_directory(entry, "meta.json") as staging:
+        (staging / "meta.json").write_text("first")
+    with atomic_directory(entry, "meta.json") as staging:  # a second writer finds the finished entry and drops its own
+        (staging / "meta.json").write_text("second")
+    assert (entry / "meta.json").read_text() == "first" and [p.name for p in entry.parent.iterdir()] == ["key"]

@@ -211,6 +211,55 @@ def test_frozen_tower_features_are_computed_once_and_recomputed_when_the_tower_c
         ctx.model.load_state_dict(ctx.pretrained_state)
 
 
+def test_frozen_tower_features_persist_on_disk_for_the_same_weights_and_context_only(ctx, tmp_path):
+    """A later run (a new evaluator) on the same decoded split and weights reads the features from disk, bit for bit,
+    without running the tower; changed weights or batch size make a new entry, never a stale hit."""
+    from condu_bench.training.evaluate import FEATURES_DIR
+
+    task = TaskData("photos", ["a", "b", "c"], ["a {}."], test=write_photos(tmp_path / "photos", n=12))
+    cache = tmp_path / "cache"
+    plain = Evaluator(ctx, 4, progress=False, feature_cache=False).accuracy(zeroshot(), task)
+    first = Evaluator(ctx, 4, progress=False, decoded_cache_dir=cache)
+    assert first.accuracy(zeroshot(), task) == plain and (first.features.computed, first.features.loaded) == (1, 0)
+    entries = lambda: sorted(p.name for p in (cache / FEATURES_DIR).iterdir())  # noqa: E731
+    assert len(entries()) == 1 and not entries()[0].startswith(".")
+    calls = []
+    original = ctx.model.encode_image
+    ctx.model.encode_image = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        second = Evaluator(ctx, 4, progress=False, decoded_cache_dir=cache)
+        assert second.accuracy(zeroshot(), task) == plain and (second.features.computed, second.features.loaded) == (0, 1)
+        assert calls == []  # read from disk: no image went through the tower
+        (key, (_, computed)), (_, (_, loaded)) = *first.features._features.items(), *second.features._features.items()
+        assert [len(f) for f, _ in loaded] == [4, 4, 4]
+        assert all(torch.equal(a, b) and torch.equal(la, lb) for (a, la), (b, lb) in zip(computed, loaded))
+        other_batch = Evaluator(ctx, 3, progress=False, decoded_cache_dir=cache)
+        other_batch.accuracy(zeroshot(), task)
+        assert other_batch.features.computed == 1 and len(entries()) == 2
+        with torch.no_grad():
+            ctx.model.visual.proj.mul_(-1.0)  # other weights: other features
+        changed = Evaluator(ctx, 4, progress=False, decoded_cache_dir=cache)
+        assert changed.accuracy(zeroshot(), task) == Evaluator(ctx, 4, progress=False, feature_cache=False).accuracy(zeroshot(), task)
+        assert changed.features.computed == 1 and changed.features.loaded == 0 and len(entries()) == 3
+    finally:
+        del ctx.model.encode_image
+        ctx.model.load_state_dict(ctx.pretrained_state)
+
+
+def test_a_feature_entry_written_first_is_kept_and_no_staging_is_left(tmp_path):
+    """Two writers of one entry: the rename of the second fails on the finished first, which stays valid."""
+    from condu_bench.training.feature_cache import read_entry, write_entry
+
+    entry = tmp_path / "features" / "0123abcd"
+    first = [(torch.ones(2, 3), torch.tensor([0, 1])), (torch.zeros(1, 3), torch.tensor([2]))]
+    write_entry(entry, first, {"split": "s"})
+    write_entry(entry, [(torch.full((3, 3), 7.0), torch.tensor([5, 5, 5]))], {"split": "s"})
+    got = read_entry(entry, torch.device("cpu"))
+    assert [torch.equal(f, g) and torch.equal(l, m) for (f, l), (g, m) in zip(first, got)] == [True, True]
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name]
+    assert read_entry(tmp_path / "features" / "missing", torch.device("cpu")) is None
+
+
 def test_prompt_methods_classify_cached_features_as_they_classify_images(ctx, tmp_path):
     from condu_bench.registries import METHODS
 
@@ -274,8 +323,12 @@ def test_cache_command_reports_entries_and_sizes_and_clears(ctx, tmp_path, capsy
     assert main(["cache", "--dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert f"| photos | 10 | {entry['bytes'] / 2**20:.1f} |" in out and "1 entries" in out
+    Evaluator(ctx, 4, progress=False, decoded_cache_dir=tmp_path / "cache").accuracy(zeroshot(), task)  # features too
+    assert main(["cache", "--dir", str(tmp_path / "cache")]) == 0
+    assert "image features (frozen image towers)" in capsys.readouterr().out
     (tmp_path / "cache" / ".deadbeef.x1y2").mkdir()  # what a build killed mid-way leaves
     assert main(["cache", "--dir", str(tmp_path / "cache"), "--clear"]) == 0
-    assert "1 unfinished builds" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 unfinished builds" in out and "1 feature entries" in out
     assert dc.cache_entries(tmp_path / "cache") == [] and list((tmp_path / "cache").iterdir()) == []
 

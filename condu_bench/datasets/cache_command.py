@@ -20,16 +20,26 @@ def format_entries(entries: list[dict], root: Path) -> str:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from condu_bench.datasets.decoded_cache import cache_entries, default_cache_root, unfinished_builds
+    from condu_bench.training.evaluate import FEATURES_DIR
 
     root = Path(args.dir).expanduser() if args.dir else default_cache_root()
+    features_root = root / FEATURES_DIR  # image features of frozen image towers, computed from these splits
     entries, unfinished = cache_entries(root), unfinished_builds(root)
+    features, unfinished_features = cache_entries(features_root), unfinished_builds(features_root)
     print(format_entries(entries, root))
-    if unfinished:
-        print(f"{len(unfinished)} unfinished builds (a killed run's; --clear removes them)")
+    if features:
+        total = sum(e["bytes"] for e in features)
+        print(f"image features (frozen image towers) {features_root}: {len(features)} entries, {total / 2**20:.1f} MiB")
+    if unfinished or unfinished_features:
+        print(f"{len(unfinished) + len(unfinished_features)} unfinished builds (a killed run's; --clear removes them)")
     if args.clear:
-        for path in [Path(e["path"]) for e in entries] + unfinished:
+        removed = [Path(e["path"]) for e in entries + features] + unfinished + unfinished_features
+        for path in removed:
             shutil.rmtree(path)
-        print(f"removed {len(entries)} entries and {len(unfinished)} unfinished builds")
+        if features_root.is_dir() and not any(features_root.iterdir()):
+            features_root.rmdir()
+        print(f"removed {len(entries)} entries, {len(features)} feature entries and "
+              f"{len(unfinished) + len(unfinished_features)} unfinished builds")
     return 0
 
 

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from condu_bench.atomic_io import atomic_directory
 
 FORMAT_VERSION = 1
 
@@ -171,12 +170,10 @@ def open_or_build(dataset: Any, transform: SplitTransform, identity: str, root: 
     final = root / entry_key(identity, transform)
     if (final / "meta.json").is_file():
         return DecodedImages(final, transform)
-    root.mkdir(parents=True, exist_ok=True)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError(f"dataset {name!r} has an empty test split")
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
+    with atomic_directory(final, "meta.json") as staging:
         loader = torch.utils.data.DataLoader(_GeometricOnly(dataset, transform.geometric, n), batch_size=batch_size,
                                              num_workers=num_workers)
         pixels = labels = None
@@ -197,14 +194,6 @@ def open_or_build(dataset: Any, transform: SplitTransform, identity: str, root: 
         meta = {"format": FORMAT_VERSION, "dataset": name, "images": n, "identity": identity,
                 "transform": transform.fingerprint}
         (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.rename(staging, final)  # atomic; fails when another process got there first
-        except OSError:
-            if not (final / "meta.json").is_file():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return DecodedImages(final, transform)
 
 

@@ -22,6 +22,8 @@ from condu_bench.method import RunContext
 from condu_bench.models.classifier import cosine_logits, image_features, text_classifier
 from condu_bench.training.feature_cache import FeatureCache
 
+FEATURES_DIR = "features"  # image features of frozen image towers, beside the decoded splits they were computed from
+
 CACHE_LIMIT_BYTES = 1 << 30  # keep transformed eval sets in memory up to 1 GiB in total
 
 
@@ -68,7 +70,9 @@ class Evaluator:
         self.ctx, self.batch_size, self.num_workers = ctx, batch_size, num_workers
         self.max_per_dataset, self.progress = max_per_dataset, progress
         self.decoded_cache_dir = None if decoded_cache_dir is None else Path(decoded_cache_dir)
-        self.features = FeatureCache() if feature_cache else None
+        features_on_disk = None if self.decoded_cache_dir is None else self.decoded_cache_dir / FEATURES_DIR
+        context = f"{ctx.device.type}|{getattr(ctx.train_config, 'precision', None)}|batch {batch_size}"
+        self.features = FeatureCache(features_on_disk, context) if feature_cache else None
         self._sets: dict[int, EvalSet] = {}
         self._cached_bytes = 0
         self.cache_limit_bytes = CACHE_LIMIT_BYTES
