@@ -41,10 +41,6 @@ def method_run_config(config: RunConfig, method: str, seed: int, method_config: 
     data = to_dict(replace(config, methods=[method], seeds=[seed], method_options={}, progress=True, train=train))
     options = hashed_options(config.scenario.name, data["scenario"]["options"])
     data["scenario"]["options"] = versioned_options(config.scenario.name, options)
-    if data["scenario"]["options"].get("task_agnostic"):
-        # recorded even when left at its default, so no task-agnostic result from before the option (scored over the
-        # union of every dataset's classes) is ever taken for a finished run of today's default
-        data["scenario"]["options"].setdefault("label_space", "dataset")
     data.pop("recipes")
     data["method_options"] = {method: to_dict(method_config)}
     data.pop("progress")

@@ -52,8 +52,13 @@ def hashed_options(scenario: str, options: dict[str, Any]) -> dict[str, Any]:
 
     The run's resolved config (and so its hash) then says which few-shot draw made the shots and which templates
     zero-shot rows use: ``dassl``, the default on the coop layout, is written in, and so is ``zeroshot_templates`` on
-    CoOp's protocols; ``condu`` stays implicit, so configs written before the choice existed keep their hashes.
+    CoOp's protocols; ``condu`` stays implicit, so configs written before the choice existed keep their hashes. A
+    task-agnostic run (of any MTIL scenario, synthetic too) gets its ``label_space`` written in: before the option,
+    task-agnostic runs were scored over the union of every dataset's classes, and none of them may pass for a
+    finished run of today's default.
     """
+    if options.get("task_agnostic") and options.get("label_space") is None:
+        options = {**options, "label_space": "dataset"}
     if scenario in COOP_PROTOCOLS and options.get("zeroshot_templates") is None:
         options = {**options, "zeroshot_templates": COOP_TEMPLATES["zeroshot_templates"]}  # zero-shot rows changed prompt
     if scenario not in COOP_PROTOCOLS + ("mtil",) or options.get("fewshot_draw") is not None or options.get("fewshot_files"):
