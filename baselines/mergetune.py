@@ -28,46 +28,33 @@ base's reference recipe at the budget MergeTune's scripts give it (CoOp: ``vit_b
 Deviations: fp32 (the reference uses amp); the hand-crafted zero-shot features are those of the task's templates
 (``scenario.options.templates: coop`` gives KgCoOp's one template per dataset), averaged when there are several; the
 paper variant has no released code, its lambda/beta/tau defaults are the middle of the paper's stable ranges.
-``base: clipfit`` is not supported yet (its learned state lives in the model's biases and LayerNorms, not a prompt).
+CLIPFit's learned state lives in the model's biases and LayerNorms, not in a prompt: ``mergetune_clipfit`` continues it
+(the release's trainer for weight-training bases, ``MMA_LMC``; ``base: clipfit`` here is an error that says so).
 The reference's unused ``bias_vectors`` parameter is left out. A task without a validation split (the synthetic
 world) cannot use best-val selection: that is an error, not a silent switch to the last prompt.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from condu_bench import mergetune as mt
+from condu_bench.base_runs import base_train_config, finished_base_run, train_base_first
 from condu_bench.baselines.kgcoop import KgCoOp
 from condu_bench.errors import UserError
 from condu_bench.method import Batch, RunContext, TaskInfo
 from condu_bench.prompt_method import PromptLearning
 from condu_bench.recipes import Recipe
 
-BASES = ("coop", "kgcoop", "clipfit")
-PROMPT_BASES = ("coop", "kgcoop")
+BASES = ("coop", "kgcoop")
+WEIGHT_BASES = {"clipfit": "mergetune_clipfit"}  # bases whose learned state is model weights -> the plugin continuing them
 # MergeTune's scripts train the base with vit_b16_ep100_ctxv1 for every dataset (scripts/coop/base2new_train.sh: CoOp
 # at 100 epochs, ImageNet included; KgCoOp's own recipe is already 100 epochs)
 BASE_BUDGETS = {"coop": {"epochs": 100}}
-
-
-class ImagesWithTransform(torch.utils.data.Dataset):
-    """(image, label) pairs of a task's split with a transform applied (the base's training data)."""
-
-    def __init__(self, data: Any, transform: Any):
-        self.data, self.transform, self.targets = data, transform, data.targets
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int):
-        image, label = self.data[index][:2]
-        return self.transform(image), label
 
 
 def raw_class_features(prompt: Any, classnames: list[str], context: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,26 +68,6 @@ def raw_class_features(prompt: Any, classnames: list[str], context: torch.Tensor
     return prompt.tower.encode(x, prompts.token_ids).float()
 
 
-def finished_base_run(from_run: str, base: str, seed: int, scenario: str) -> Path:
-    """The run directory of ``base`` at ``seed`` that ``from_run`` names, after checking it fits this run."""
-    from condu_bench import run_store
-
-    root = Path(from_run).expanduser()
-    candidates = [root, run_store.run_dir(root, base, seed)]
-    found = next((c for c in candidates if (c / run_store.METRICS).is_file()), None)
-    if found is None:
-        raise UserError(f"method_options.mergetune.from_run: no finished run at {root} (looked for "
-                        f"{' and '.join(str(c / run_store.METRICS) for c in candidates)}); give the run directory of a "
-                        f"finished {base!r} run, or leave from_run unset to train {base!r} first in this run")
-    metrics = run_store.finished_metrics(found)
-    expected = {"method": base, "seed": seed, "scenario": scenario}
-    for key, want in expected.items():
-        if metrics.get(key) != want:
-            raise UserError(f"method_options.mergetune.from_run: {found} is a run with {key} {metrics.get(key)!r}, but "
-                            f"this run needs {key} {want!r} (base {base!r}, seed {seed}, scenario {scenario!r})")
-    return found
-
-
 class MergeTune(PromptLearning):
     """MergeTune: a second prompt from the finished CoOp/KgCoOp one, with low-loss paths to it and to zero-shot CLIP."""
 
@@ -111,40 +78,24 @@ class MergeTune(PromptLearning):
                                       {**KgCoOp.recipe.train, "select": "best_val"})
 
     @dataclass(frozen=True)
-    class Config(PromptLearning.Config):
-        base: str = "coop"  # coop | kgcoop (clipfit: not supported yet)
-        variant: str = "released"  # released (the paper's tables) | paper
-        from_run: str | None = None  # a finished base run (its run directory, or the output directory holding it)
-        base_recipe: dict[str, Any] = field(default_factory=dict)  # train keys over the base's recipe (no from_run)
+    class Config(PromptLearning.Config, mt.ContinuationOptions):
+        base: str = "coop"  # coop | kgcoop (clipfit: method mergetune_clipfit)
         anchor_weight: float | None = None  # released: W (None: 10 on coop, 8 on kgcoop)
         path_weight: float = 1.0  # released: W_LMC
-        path_samples: int = 5  # released: NUM_SAMPLES (t = 0.1, 0.3, .. for 5)
-        lam: float = 12.0  # paper: lambda (stable 8-16)
-        beta: float = 0.3  # paper: beta (stable 0.1-0.5)
-        tau: float = 0.5  # paper: tau (stable 0.3-0.6)
-        n_alpha: int = 5  # paper: N_alpha
 
         def __post_init__(self):
-            super().__post_init__()
-            for key, value, allowed in (("base", self.base, BASES), ("variant", self.variant, mt.VARIANTS)):
-                if value not in allowed:
-                    raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
-            if self.path_samples < 1 or self.n_alpha < 1:
-                raise ValueError("path_samples and n_alpha must be at least 1")
-            if not 0.0 <= self.tau <= 1.0:
-                raise ValueError(f"tau must be in [0, 1], not {self.tau}")
+            PromptLearning.Config.__post_init__(self)
+            mt.ContinuationOptions.__post_init__(self)
+            if self.base in WEIGHT_BASES:
+                raise ValueError(f"base {self.base!r} trains model weights, not a prompt: continue it with method "
+                                 f"{WEIGHT_BASES[self.base]} (methods={WEIGHT_BASES[self.base]})")
+            if self.base not in BASES:
+                raise ValueError(f"base must be one of {', '.join(BASES)}, not {self.base!r}")
 
     def setup(self, ctx: RunContext) -> None:
         from condu_bench.prompting import PromptContext
-        from condu_bench.registries import METHODS
 
         cfg = self.config
-        if cfg.base not in PROMPT_BASES:
-            available = cfg.base in METHODS.names()
-            raise UserError(f"mergetune on base {cfg.base!r} is not available yet: "
-                            + ("this plugin continues prompts only (coop, kgcoop)" if available else
-                               f"the {cfg.base!r} plugin is not installed, and this plugin continues prompts only")
-                            + "; use base: coop or base: kgcoop")
         super().setup(ctx)  # self.prompt: the learned context w, here still the zero-shot init
         self.zeroshot_ctx = self.prompt.ctx.detach().clone()  # w_zs of the paper variant
         self.finetuned = PromptContext(ctx.model, ctx.tokenizer, cfg.n_ctx, cfg.ctx_init).requires_grad_(False)
@@ -158,7 +109,7 @@ class MergeTune(PromptLearning):
         if cfg.from_run is None:
             self.sources[task.name] = f"{cfg.base} trained in this run"
             return self.train_base(task, ctx)
-        run_dir = finished_base_run(cfg.from_run, cfg.base, ctx.seed, ctx.scenario_name)
+        run_dir = finished_base_run(cfg.from_run, cfg.base, ctx.seed, ctx.scenario_name, "method_options.mergetune.from_run")
         tensors, _ = load_task_state(run_dir, task.name)
         learned = tensors.get("method/prompt/ctx")
         if learned is None or learned.shape != self.prompt.ctx.shape:
@@ -170,37 +121,12 @@ class MergeTune(PromptLearning):
         return learned.to(self.prompt.ctx.device)
 
     def base_train_config(self, own: Any) -> Any:
-        """The base's train config: its recipe at the budget MergeTune's scripts give it, then ``base_recipe``; the
-        selection is not inherited from mergetune's (CoOp and KgCoOp keep the last epoch)."""
-        from condu_bench.recipes import resolve_train
-        from condu_bench.registries import METHODS
-
-        base = self.config.base
-        train = resolve_train(replace(own, select="last"), METHODS.get(base).recipe, BASE_BUDGETS.get(base), base)
-        return resolve_train(train, None, self.config.base_recipe, base)
+        """The base's train config: its recipe at the budget MergeTune's scripts give it, then ``base_recipe``."""
+        return base_train_config(own, self.config.base, BASE_BUDGETS.get(self.config.base), self.config.base_recipe)
 
     def train_base(self, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
-        from condu_bench.config import from_dict
-        from condu_bench.recipes import task_iterations
-        from condu_bench.registries import METHODS
-        from condu_bench.training.loop import train_task
-
-        cls = METHODS.get(self.config.base)
-        base = cls(from_dict(cls.Config, {"n_ctx": self.config.n_ctx, "ctx_init": self.config.ctx_init},
-                             f"the {self.config.base} base of mergetune"))
-        train = self.base_train_config(ctx.train_config)
-        data = task.data
-        info = TaskInfo(index=task.index, data=data, lr=train.lr_per_task.get(task.name, train.lr),
-                        iterations=task_iterations(train, task.name, len(data.train), data.info.get("dataset")))
-        transform = ctx.augmentation(train.augment)
-        own_train = ctx.train_config
-        ctx.train_config = train
-        try:
-            base.setup(ctx)
-            train_task(base, info, ImagesWithTransform(data.train, transform), ctx,
-                       stream_index=ctx.task_seed(task.index, "mergetune base"), progress=False)
-        finally:
-            ctx.train_config = own_train
+        options = {"n_ctx": self.config.n_ctx, "ctx_init": self.config.ctx_init}
+        base = train_base_first(self.config.base, options, self.base_train_config(ctx.train_config), task, ctx, self.name)
         return base.prompt.ctx.detach().clone()
 
     # ---- training ----------------------------------------------------------------------------------------------

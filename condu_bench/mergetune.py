@@ -14,6 +14,15 @@ The path lives in text-feature space:
   CE(s * img . norm(f_ft + t (f_w - f_ft)));
 - loss = main + path_weight * path (path_weight = ``W_LMC`` = 1.0). f_ft is a constant (frozen fine-tuned prompt).
 
+``released`` on a base that trains model weights (``trainers/mma_LMC.py``, MMA + MergeTune; here CLIPFit): no
+fine-tuned prompt stays frozen beside the learned one, so the path runs from the learned class features to the
+zero-shot ones, and the image features are the current model's:
+
+- main = the base method's own training loss (MMA's CE; CLIPFit's CE + 8 * cosine pull);
+- path = mean over t in {0.1, ..., 0.9} of CE(s * img . norm(f_w + t (f_zs - f_w))), f_w raw, f_zs normalised, as
+  the reference mixes them (:func:`zeroshot_path_loss`);
+- loss = main + W_LMC * path (W_LMC = 10, the reference README's MMA command).
+
 ``paper`` -- the parameter-space objective of the paper's method section:
 L(w) = L_task(w) + lambda ||w - w_zs||^2 + beta * mean_{alpha in {0, 1/N, ..., (N-1)/N}} L_task(w_ft + alpha (w - w_ft)),
 started from w_0 = (1 - tau) w_zs + tau w_ft. ||.||^2 is the squared L2 norm summed over every tensor of w.
@@ -24,7 +33,8 @@ is the paper's mean over N points.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +46,28 @@ RELEASED_START = 0.1  # the reference's first path point
 ANCHOR_WEIGHTS = {"coop": 10.0, "kgcoop": 8.0}  # W of the reference's scripts (coop_LMC passes 10.0; kgcoop_LMC keeps the default 8.0)
 
 Params = Mapping[str, Tensor]
+
+
+@dataclass(frozen=True)
+class ContinuationOptions:
+    """The options every MergeTune plugin shares (mixed into each plugin's ``Config``)."""
+
+    variant: str = "released"  # released (the paper's tables) | paper
+    from_run: str | None = None  # a finished base run (its run directory, or the output directory holding it)
+    base_recipe: dict[str, Any] = field(default_factory=dict)  # train keys over the base's recipe (no from_run)
+    path_samples: int = 5  # released: NUM_SAMPLES (t = 0.1, 0.3, .. for 5)
+    lam: float = 12.0  # paper: lambda (stable 8-16)
+    beta: float = 0.3  # paper: beta (stable 0.1-0.5)
+    tau: float = 0.5  # paper: tau (stable 0.3-0.6)
+    n_alpha: int = 5  # paper: N_alpha
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {self.variant!r}")
+        if self.path_samples < 1 or self.n_alpha < 1:
+            raise ValueError("path_samples and n_alpha must be at least 1")
+        if not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau must be in [0, 1], not {self.tau}")
 
 
 def released_path_points(num_samples: int = 5) -> list[float]:
@@ -92,6 +124,22 @@ def released_loss(image_feats: Tensor, labels: Tensor, learned_feats: Tensor, fi
         for t in path_points
     ]).mean()
     return ReleasedLoss(task + anchor_weight * anchor + path_weight * path, task, anchor, path)
+
+
+def zeroshot_path_loss(image_feats: Tensor, labels: Tensor, learned_feats: Tensor, zeroshot_feats: Tensor,
+                       logit_scale: Tensor | float, path_points: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+                       label_smoothing: float = 0.0) -> Tensor:
+    """Mean over t of CE(s * img . norm(f_w + t (f_zs - f_w))): the released path of a weight-training base.
+
+    ``learned_feats``: (C, D) raw text-encoder outputs under the trained weights (differentiable);
+    ``zeroshot_feats``: (C, D) the frozen zero-shot classifier, normalised; ``image_feats``: (B, D) normalised.
+    """
+    zeroshot_feats = zeroshot_feats.detach()
+    return torch.stack([
+        F.cross_entropy(feature_logits(image_feats, learned_feats + t * (zeroshot_feats - learned_feats), logit_scale),
+                        labels, label_smoothing=label_smoothing)
+        for t in path_points
+    ]).mean()
 
 
 def paper_init(zeroshot: Params, finetuned: Params, tau: float) -> dict[str, Tensor]:

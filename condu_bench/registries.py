@@ -33,6 +33,7 @@ METHODS.register_lazy("cocoop", f"{_B}.cocoop:CoCoOp", "CoCoOp: CoOp's context s
 METHODS.register_lazy("kgcoop", f"{_B}.kgcoop:KgCoOp", "KgCoOp: CoOp plus lambda * (1 - cos) to the frozen hand-crafted class features (lambda = 8).")
 METHODS.register_lazy("clipfit", f"{_B}.clipfit:CLIPFit", "CLIPFit: only the text MLP output biases and the image LayerNorms train, plus 8 * (1 - cos) to the frozen text features.")
 METHODS.register_lazy("mergetune", f"{_B}.mergetune:MergeTune", "MergeTune: continued fine-tuning of a finished CoOp/KgCoOp prompt with low-loss paths to it and to zero-shot CLIP.")
+METHODS.register_lazy("mergetune_clipfit", f"{_B}.mergetune_clipfit:MergeTuneCLIPFit", "MergeTune on CLIPFit: continued fine-tuning of a finished CLIPFit run's weights with a low-loss path to zero-shot CLIP.")
 METHODS.register_lazy("condu_lora", f"{_B}.condu_lora:ConDULoRA", "ConDU with LoRA experts (rank 64) on every MLP of both encoders.")
 METHODS.register_lazy("moe_adapters", f"{_B}.moe_adapters:MoEAdapters", "MoE-Adapters: frozen CLIP, adapter experts with per-task noisy top-k routers, autoencoder task selector.")
 

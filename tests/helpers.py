@@ -61,3 +61,22 @@ def run_probed(tmp_path, method: str, overrides: list[str], base: type | None = 
         return run_experiment(config, tmp_path, log=lambda *_: None)[0]
     finally:
         METHODS._entries[method].target = original
+
+
+def two_task_overrides(method: str, iterations: int = 3, *extra: str) -> list[str]:
+    """:func:`micro_overrides` over two domains, with ``method``'s own recipe at ``iterations`` steps of batch 8."""
+    return (micro_overrides(method, iterations) + ["scenario.options.order=shapes,colours"] +
+            [f"recipes.{method}.iterations={iterations}", f"recipes.{method}.batch_size=8", *extra])
+
+
+def fake_base_to_novel_argv(tmp_path, method: str, *extra: str) -> list[str]:
+    """``condu-bench run base_to_novel`` argv over a fake CoOp-layout tree (EuroSAT, DTD; 2 shots) with the micro CLIP."""
+    import fake_trees as ft
+
+    root = tmp_path / "data"
+    for name in ("EuroSAT", "DTD"):
+        ft.build(root, name, "coop")
+    return ["run", "base_to_novel", f"data_root={root}", f"scenario.options.fewshot_cache={tmp_path / 'shots'}",
+            "--out", str(tmp_path / "out"), "scenario.options.datasets=EuroSAT,DTD", "scenario.options.shots=2",
+            "model.arch=condu-micro-vit", "model.pretrained=none", "num_workers=0", "eval.batch_size=16",
+            "eval.max_per_dataset=6", "seeds=1", "--no-progress", f"methods={method}", *extra]

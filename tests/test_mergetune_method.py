@@ -5,17 +5,15 @@ import json
 
 import pytest
 import torch
-from helpers import micro_overrides, run_probed
+from helpers import fake_base_to_novel_argv, run_probed, two_task_overrides
 
 from condu_bench import run_store, task_states
 from condu_bench.errors import UserError
 
-FAST = ["scenario.options.order=shapes,colours"]
 
 
 def fast(method, iterations=3, *extra):
-    return (micro_overrides(method, iterations) + FAST +
-            [f"recipes.{method}.iterations={iterations}", f"recipes.{method}.batch_size=8", *extra])
+    return two_task_overrides(method, iterations, *extra)
 
 
 def probed(tmp_path, method, overrides, **kw):
@@ -151,7 +149,7 @@ def test_missing_or_incompatible_base_runs_are_clear_errors(tmp_path, coop_run):
         run_probed(tmp_path / "c", "mergetune", fast("mergetune", 1, f"method_options.mergetune.from_run={out}",
                                                      "method_options.mergetune.n_ctx=2",
                                                      "method_options.mergetune.ctx_init=", last))
-    with pytest.raises(UserError, match="not available yet"):
+    with pytest.raises(UserError, match="mergetune_clipfit"):
         run_probed(tmp_path / "d", "mergetune", fast("mergetune", 1, "method_options.mergetune.base=clipfit", last))
 
 
@@ -226,22 +224,15 @@ def test_the_base_trains_with_mergetune_s_reference_budget_and_keeps_its_last_ep
 
 def test_mergetune_runs_base_to_novel_end_to_end_on_a_fake_coop_tree(tmp_path):
     """The benchmark file with its default best-val selection, on the CoOp layout's val split; coop trained first."""
-    import fake_trees as ft
     import yaml
 
     from condu_bench.cli import main
 
-    root = tmp_path / "data"
-    for name in ("EuroSAT", "DTD"):
-        ft.build(root, name, "coop")
-    out = tmp_path / "out"
-    argv = ["run", "base_to_novel", f"data_root={root}", f"scenario.options.fewshot_cache={tmp_path / 'shots'}",
-            "--out", str(out), "scenario.options.datasets=EuroSAT,DTD", "scenario.options.shots=2",
-            "model.arch=condu-micro-vit", "model.pretrained=none", "num_workers=0", "eval.batch_size=16",
-            "eval.max_per_dataset=6", "seeds=1", "--no-progress", "methods=mergetune",
-            "recipes.mergetune.epochs=1", "recipes.mergetune.batch_size=8",
-            "method_options.mergetune.base_recipe.iterations=1", "method_options.mergetune.base_recipe.batch_size=4"]
+    argv = fake_base_to_novel_argv(tmp_path, "mergetune", "recipes.mergetune.epochs=1", "recipes.mergetune.batch_size=8",
+                                   "method_options.mergetune.base_recipe.iterations=1",
+                                   "method_options.mergetune.base_recipe.batch_size=4")
     assert main(argv) == 0
+    out = tmp_path / "out"
     directory = out / "mergetune" / "seed1"
     metrics = json.loads((directory / "metrics.json").read_text())
     assert set(metrics["per_dataset"]) == {"EuroSAT", "DTD"}

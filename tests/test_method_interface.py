@@ -67,6 +67,9 @@ OPTIONS = {
     # MergeTune selects on a val split the synthetic world lacks, and trains its base prompt first: a tiny one.
     "mergetune": ["recipes.mergetune.select=last", "recipes.mergetune.iterations=1", "recipes.mergetune.batch_size=4",
                   "method_options.mergetune.base_recipe.iterations=1", "method_options.mergetune.base_recipe.batch_size=4"],
+    "mergetune_clipfit": ["recipes.mergetune_clipfit.select=last", "recipes.mergetune_clipfit.iterations=1",
+                          "recipes.mergetune_clipfit.batch_size=4", "method_options.mergetune_clipfit.base_recipe.iterations=1",
+                          "method_options.mergetune_clipfit.base_recipe.batch_size=4"],
 }
 
 

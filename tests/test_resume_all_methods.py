@@ -16,6 +16,9 @@ OPTIONS = {
     **{m: [f"recipes.{m}.iterations=3", f"recipes.{m}.batch_size=4"] for m in ("coop", "cocoop", "kgcoop", "clipfit")},
     "mergetune": ["recipes.mergetune.iterations=3", "recipes.mergetune.batch_size=4", "recipes.mergetune.select=last",
                   "method_options.mergetune.base_recipe.iterations=2", "method_options.mergetune.base_recipe.batch_size=4"],
+    "mergetune_clipfit": ["recipes.mergetune_clipfit.iterations=3", "recipes.mergetune_clipfit.batch_size=4",
+                          "recipes.mergetune_clipfit.select=last", "method_options.mergetune_clipfit.base_recipe.iterations=2",
+                          "method_options.mergetune_clipfit.base_recipe.batch_size=4"],
     "moe_adapters": ["method_options.moe_adapters.selector_iterations=4", "method_options.moe_adapters.num_experts=4"],
 }
 

@@ -32,11 +32,27 @@ def text_classifier(
     chunk: int = 1024,
 ) -> torch.Tensor:
     """(num_classes, dim) normalised class embeddings. Differentiable when grad is enabled (training)."""
+    return classifier_from_outputs(class_text_outputs(model, tokenizer, classnames, templates, device, chunk))
+
+
+def class_text_outputs(
+    model: torch.nn.Module,
+    tokenizer,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    device: torch.device | str = "cpu",
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """(num_classes, num_templates, dim) text-encoder outputs of every class prompt, not normalised."""
     tokens = tokenize(tokenizer, tuple(class_prompts(classnames, templates))).to(device)
     parts = [model.encode_text(tokens[i : i + chunk]) for i in range(0, len(tokens), chunk)]
-    embeddings = F.normalize(torch.cat(parts).float(), dim=-1)
-    per_class = embeddings.view(len(classnames), len(templates), -1).mean(dim=1)
-    return F.normalize(per_class, dim=-1)
+    return torch.cat(parts).float().view(len(classnames), len(templates), -1)
+
+
+def classifier_from_outputs(outputs: torch.Tensor) -> torch.Tensor:
+    """The classifier of :func:`text_classifier` from :func:`class_text_outputs`: per class the mean of the normalised
+    outputs over the templates, re-normalised."""
+    return F.normalize(F.normalize(outputs, dim=-1).mean(dim=1), dim=-1)
 
 
 @lru_cache(maxsize=256)
