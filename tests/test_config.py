@@ -91,6 +91,17 @@ def test_default_benchmark_file_is_valid():
     assert "zeroshot" in cfg.methods and "finetune" in cfg.methods
 
 
+def test_order_ii_lora_file_keeps_each_dataset_s_order_i_learning_rate():
+    """ConDU's release has LoRA rates for order I only: the order-II file gives each dataset the same one."""
+    from condu_bench.cli import resolve_benchmark
+
+    order1, order2 = (load_config(resolve_benchmark(f"mtil_order{n}_lora")) for n in (1, 2))
+    assert (order1.scenario.options["order"], order2.scenario.options["order"]) == ("I", "II")
+    assert order2.methods == order1.methods == ["condu_lora"]
+    assert order2.train.lr_per_task == order1.train.lr_per_task and len(order2.train.lr_per_task) == 11
+    assert order2.train.lr_per_task["Flowers102"] == 1.0e-5 and order2.train.precision == "fp32"
+
+
 def test_include_cycles_name_the_chain(tmp_path):
     write(tmp_path, "include: self.yaml\nname: x\n", "self.yaml")
     with pytest.raises(UserError, match=r"include cycle: .*self\.yaml -> .*self\.yaml"):

@@ -114,12 +114,14 @@ def test_malformed_sweep_files_are_clear_errors(tmp_path, change, message):
 def test_shipped_sweep_files_expand():
     synthetic = load_sweep(resolve_sweep("synthetic_mtil"))
     assert len(synthetic.runs) == 10 and {r.method for r in synthetic.runs} == {"zeroshot", "finetune", "wise_ft"}
-    board = load_sweep(resolve_sweep("mtil_order1_leaderboard"), ["data_root=/data"])
-    assert {r.method for r in board.runs} == {"zeroshot", "finetune", "lwf", "lwf_vr", "icarl", "wise_ft", "zscl",
-                                              "condu", "condu_lora"}
-    lora = next(r for r in board.runs if r.method == "condu_lora")
-    assert lora.benchmark == "mtil_order1_lora" and lora.cost_iterations == 11 * 1000
-    assert all(r.resources.gpus == 1 for r in board.runs)
+    for order in ("1", "2"):
+        board = load_sweep(resolve_sweep(f"mtil_order{order}_leaderboard"), ["data_root=/data"])
+        assert {r.method for r in board.runs} == {"zeroshot", "finetune", "lwf", "lwf_vr", "icarl", "wise_ft", "zscl",
+                                                  "moe_adapters", "condu", "condu_lora"}
+        lora = next(r for r in board.runs if r.method == "condu_lora")
+        assert lora.benchmark == f"mtil_order{order}_lora" and lora.cost_iterations == 11 * 1000
+        assert {r.benchmark for r in board.runs if r.method != "condu_lora"} == {f"mtil_order{order}"}
+        assert all(r.resources.gpus == 1 for r in board.runs)
 
 
 def test_dry_run_lists_runs_and_costs(tmp_path, capsys):
