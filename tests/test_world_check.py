@@ -70,3 +70,51 @@ def test_synthetic_tags_name_pretraining_seeds():
         synthetic_pretrain_config(ModelConfig(pretrained="synthetic-seedx"))
     a = synthetic_pretrain_config(ModelConfig()).fingerprint()
     assert a != synthetic_pretrain_config(ModelConfig(pretrained="synthetic-seed1")).fingerprint()
+
+
+def b2n_record(base, novel):
+    return {"base": base, "novel": novel, "hm": 2 * base * novel / (base + novel)}
+
+
+def test_base_to_novel_properties_on_hand_made_records():
+    from condu_bench.synthetic.b2n_check import B2N_TARGETS, b2n_facts, b2n_failures, margin_table
+
+    records = {"zeroshot": b2n_record(70, 74), "coop": b2n_record(83, 63), "kgcoop": b2n_record(81, 73),
+               "clipfit": b2n_record(83, 72), "mergetune": b2n_record(81, 74)}  # the published averages, rounded
+    facts = b2n_facts(records)
+    assert b2n_failures(facts) == []
+    margins = {p.describe(): p.margin(facts) for p in B2N_TARGETS}
+    assert margins["CoOp Base - zero-shot Base >= 0"] == pytest.approx(13.0)
+    assert margins["zero-shot Novel - CoOp Novel >= 0"] == pytest.approx(11.0)
+    assert margins["MergeTune HM - CoOp HM >= 0"] == pytest.approx(records["mergetune"]["hm"] - records["coop"]["hm"])
+    # the embedded world today (seed 1): MergeTune under CoOp on HM
+    today = dict(records, coop=b2n_record(82.7, 69.7), mergetune=b2n_record(82.2, 68.7))
+    assert b2n_failures(b2n_facts(today)) == [f"MergeTune HM - CoOp HM >= 0: {today['mergetune']['hm'] - today['coop']['hm']:.1f}"]
+    table = margin_table([("a", facts), ("b", b2n_facts(today))], sections=(("target", B2N_TARGETS),))
+    assert "| KgCoOp Novel - CoOp Novel >= 0 | 10.0 | 3.3 | +3.3 | target |" in table
+    with pytest.raises(ValueError, match="needs runs of mergetune"):
+        b2n_facts({k: v for k, v in records.items() if k != "mergetune"})
+
+
+def test_world_check_b2n_runs_the_synthetic_b2n_methods(tmp_path):
+    """The command end to end on the micro CLIP (a few steps per method): one column per seed, every property."""
+    from condu_bench.synthetic.b2n_check import B2N_TARGETS, run_b2n_check
+
+    tiny = ["model.arch=condu-micro-vit", "model.pretrained=none", "scenario.options.domains=[shapes,colours]",
+            "scenario.options.shots=2", "scenario.options.n_pool_per_class=8", "scenario.options.n_test_per_class=4",
+            "train.iterations=1", "progress=false",
+            *[f"recipes.{m}.{k}" for m in ("coop", "kgcoop", "clipfit", "mergetune") for k in ("iterations=1", "batch_size=4")],
+            "method_options.mergetune.base_recipe.iterations=1", "method_options.mergetune.base_recipe.batch_size=4"]
+    table, ok = run_b2n_check([0], [1, 2], tiny, tmp_path, log=lambda *a: None)
+    assert table.splitlines()[0].startswith("| property | synthetic/seed1 | synthetic/seed2 | worst margin |")
+    assert all(p.describe() in table for p in B2N_TARGETS)
+    assert isinstance(ok, bool)
+    assert sorted(p.name for p in (tmp_path / "synthetic").iterdir() if p.is_dir()) == ["clipfit", "coop", "kgcoop",
+                                                                                       "mergetune", "zeroshot"]
+
+
+def test_world_check_refuses_ranking_with_b2n(capsys):
+    from condu_bench.cli import main
+
+    assert main(["world-check", "--b2n", "--ranking"]) == 2
+    assert "does not combine with --b2n" in capsys.readouterr().err

@@ -93,13 +93,16 @@ def failures(facts: dict[str, Any], properties=GATES) -> list[str]:
     return [f"{p.describe()}: {p.measure(facts):.1f}" for p in properties if p.margin(facts) < 0]
 
 
-def margin_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    """Markdown: one column per (model, seed) run, one row per property, its value; then the worst margin. The
-    ranking targets appear when the runs measured them (``world-check --ranking``)."""
+def margin_table(rows: list[tuple[str, dict[str, Any]]], sections=None) -> str:
+    """Markdown: one column per (model, seed) run, one row per property, its value; then the worst margin.
+    ``sections``: (kind, properties) pairs, by default the MTIL gates and targets, with the ranking targets when the
+    runs measured them (``world-check --ranking``)."""
     header = "| property | " + " | ".join(name for name, _ in rows) + " | worst margin | kind |"
     lines = [header, "|" + "---|" * (len(rows) + 3)]
-    ranked = all("tau" in f for _, f in rows)
-    for kind, props in (("gate", GATES), ("target", TARGETS + (RANKING if ranked else ()))):
+    if sections is None:
+        ranked = all("tau" in f for _, f in rows)
+        sections = (("gate", GATES), ("target", TARGETS + (RANKING if ranked else ())))
+    for kind, props in sections:
         for p in props:
             values = " | ".join(f"{p.measure(f):.1f}" for _, f in rows)
             worst = min(p.margin(f) for _, f in rows)

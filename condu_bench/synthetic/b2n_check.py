@@ -1,0 +1,63 @@
+"""Issue 8's base-to-novel properties of the embedded world, per run, with margins.
+
+On real data (CoOp's protocol, ViT-B/16) prompt tuning gains on the base classes and loses on the novel ones, the
+methods that keep the text features near zero-shot CLIP's (KgCoOp, CLIPFit) lose less on Novel, and MergeTune on a
+finished CoOp prompt raises the harmonic mean. ``condu-bench world-check --b2n`` runs ``benchmarks/synthetic_b2n.yaml``
+for these methods on every (pretrained tiny CLIP, seed) and prints each property's value per run and its worst margin;
+every property must hold on every run (a margin of at least 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from condu_bench.synthetic.world_check import Property, margin_table
+
+B2N_METHODS = ("zeroshot", "coop", "kgcoop", "clipfit", "mergetune")
+
+
+def _gap(method: str, other: str, metric: str):
+    return lambda facts: facts[method][metric] - facts[other][metric]
+
+
+B2N_TARGETS = (
+    Property("CoOp Base - zero-shot Base", _gap("coop", "zeroshot", "base"), 0.0),
+    Property("zero-shot Novel - CoOp Novel", _gap("zeroshot", "coop", "novel"), 0.0),
+    Property("KgCoOp Novel - CoOp Novel", _gap("kgcoop", "coop", "novel"), 0.0),
+    Property("CLIPFit Novel - CoOp Novel", _gap("clipfit", "coop", "novel"), 0.0),
+    Property("MergeTune HM - CoOp HM", _gap("mergetune", "coop", "hm"), 0.0),
+)
+
+
+def b2n_facts(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Base / Novel / HM (the averaged rows) of each method's record of one seed."""
+    missing = [m for m in B2N_METHODS if m not in records]
+    if missing:
+        raise ValueError(f"the base-to-novel check needs runs of {', '.join(missing)}")
+    return {m: {k: float(records[m][k]) for k in ("base", "novel", "hm")} for m in B2N_METHODS}
+
+
+def b2n_failures(facts: dict[str, dict[str, float]]) -> list[str]:
+    return [f"{p.describe()}: {p.measure(facts):.1f}" for p in B2N_TARGETS if p.margin(facts) < 0]
+
+
+def run_b2n_check(pretrain_seeds: list[int], seeds: list[int], overrides: list[str], out, log=print) -> tuple[str, bool]:
+    """Run the synthetic base-to-novel benchmark's methods on every (pretrained model, seed); the margin table and
+    whether every property holds."""
+    from pathlib import Path
+
+    from condu_bench.cli import resolve_benchmark
+    from condu_bench.config import load_config
+    from condu_bench.experiment import run_experiment
+
+    rows = []
+    for pseed in pretrain_seeds:
+        tag = "synthetic" if pseed == 0 else f"synthetic-seed{pseed}"
+        config = load_config(resolve_benchmark("synthetic_b2n"), [f"model.pretrained={tag}", f"methods={','.join(B2N_METHODS)}",
+                                                                  f"seeds={','.join(map(str, seeds))}", *overrides])
+        records = run_experiment(config, Path(out) / tag, log=log)
+        for seed in seeds:
+            facts = b2n_facts({r["method"]: r for r in records if r["seed"] == seed})
+            rows.append((f"{tag}/seed{seed}", facts))
+    table = margin_table(rows, sections=(("target", B2N_TARGETS),))
+    return table, all(not b2n_failures(f) for _, f in rows)
