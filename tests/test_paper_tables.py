@@ -60,8 +60,9 @@ def test_zscl_released_matrices_reproduce_the_published_rows(tmp_path):
 
 def test_seed_aggregation_mean_std_and_config_groups(tmp_path):
     names = ["a", "b", "c"]
-    for seed, offset in ((0, -1.0), (1, 0.0), (2, 1.0)):
-        write_mtil_run(tmp_path / "sweep", "synthetic_mtil", "finetune", seed, small_matrix(offset), names)
+    for seed, offset in ((0, -1.0), (1, 0.0), (2, 1.0)):  # seeds run with different CPU thread counts: one setting
+        write_mtil_run(tmp_path / "sweep", "synthetic_mtil", "finetune", seed, small_matrix(offset), names,
+                       config={"num_threads": None if seed == 0 else seed})
     write_mtil_run(tmp_path / "other", "synthetic_mtil", "finetune", 0, small_matrix(5.0), names, config={"train": {"lr": 1e-3}})
     # an archived replaced run is ignored
     write_mtil_run(tmp_path / "sweep" / "old.replaced-20260101", "synthetic_mtil", "finetune", 0, small_matrix(50.0), names)

@@ -22,8 +22,10 @@ from condu_bench.errors import UserError
 from condu_bench.reporting.matrix_io import read_accuracy_matrix
 
 ARCHIVED_MARK = ".replaced-"
-# The resolved-config keys that differ between the seeds of one configuration.
-SEED_KEYS = ("seeds", "seed")
+# The resolved-config keys that may differ between the seeds of one configuration: the seed, and the CPU thread count
+# (``num_threads`` changes at most the order of floating-point sums, as another CPU does; running seeds side by side
+# with one thread each must not split them into two settings). Both stay in the run's config hash.
+SEED_KEYS = ("seeds", "seed", "num_threads")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ class Run:
 
     @property
     def config_key(self) -> str:
-        """A short hash of the resolved config without the seed: runs with equal keys are seeds of one setting."""
+        """A short hash of the resolved config without :data:`SEED_KEYS`: runs with equal keys are seeds of one
+        setting."""
         if self.config is None:
             return ""
         data = {k: v for k, v in self.config.items() if k not in SEED_KEYS}
