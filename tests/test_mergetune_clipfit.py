@@ -194,6 +194,49 @@ def test_mergetune_clipfit_runs_base_to_novel_end_to_end_on_a_fake_coop_tree(tmp
     metrics = json.loads((directory / "metrics.json").read_text())
     assert set(metrics["per_dataset"]) == {"EuroSAT", "DTD"}
     assert metrics["method_report"]["base"] == "clipfit"
-    assert list(metrics["method_report"]["base_source"].values()) == ["clipfit trained in this run"]
+    assert list(metrics["method_report"]["base_source"].values()) == ["clipfit trained in this run"]  # the last stream's
+    streams = metrics["method_report"]["streams"]  # every stream's own report
+    assert {s: r["base_source"] for s, r in streams.items()} == {
+        "EuroSAT": {"EuroSAT/base": "clipfit trained in this run"}, "DTD": {"DTD/base": "clipfit trained in this run"}}
     train = yaml.safe_load((directory / "config.yaml").read_text())["train"]
     assert (train["select"], train["epochs"], train["lr"], train["augment"]) == ("best_val", 2, 0.002, "coop")
+
+
+def test_a_run_resumed_in_a_later_stream_keeps_the_earlier_streams_reports(tmp_path):
+    """Base-to-novel sets the method up again per dataset: the record keeps each stream's report, across a resume."""
+    from condu_bench.baselines.mergetune_clipfit import MergeTuneCLIPFit
+    from condu_bench.cli import resolve_benchmark
+    from condu_bench.config import load_config
+    from condu_bench.experiment import run_experiment
+    from condu_bench.registries import METHODS
+
+    class Stop(Exception):
+        pass
+
+    armed = [True]
+
+    class StopAtColours(MergeTuneCLIPFit):
+        def before_task(self, task, ctx):
+            if armed[0] and task.name == "colours/base":
+                armed[0] = False
+                raise Stop
+            super().before_task(task, ctx)
+
+    overrides = ["model.arch=condu-micro-vit", "model.pretrained=none", "scenario.options.domains=[shapes,colours]",
+                 "scenario.options.shots=2", "scenario.options.n_pool_per_class=8", "scenario.options.n_test_per_class=4",
+                 f"methods={NAME}", "seeds=1", "progress=false", f"recipes.{NAME}.iterations=1",
+                 f"recipes.{NAME}.batch_size=4", f"method_options.{NAME}.base_recipe.iterations=1",
+                 f"method_options.{NAME}.base_recipe.batch_size=4"]
+    config = load_config(resolve_benchmark("synthetic_b2n"), overrides)
+    original = METHODS._entries[NAME].target
+    METHODS._entries[NAME].target = StopAtColours
+    try:
+        with pytest.raises(Stop):
+            run_experiment(config, tmp_path, log=lambda *_: None)
+        record = run_experiment(config, tmp_path, log=lambda *_: None)[0]
+    finally:
+        METHODS._entries[NAME].target = original
+    streams = record["method_report"]["streams"]
+    assert list(streams) == ["shapes", "colours"]
+    assert streams["shapes"]["base_source"] == {"shapes/base": "clipfit trained in this run"}  # from the checkpoint
+    assert record["method_report"]["base_source"] == {"colours/base": "clipfit trained in this run"}

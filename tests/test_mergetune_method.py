@@ -237,5 +237,7 @@ def test_mergetune_runs_base_to_novel_end_to_end_on_a_fake_coop_tree(tmp_path):
     metrics = json.loads((directory / "metrics.json").read_text())
     assert set(metrics["per_dataset"]) == {"EuroSAT", "DTD"}
     assert list(metrics["method_report"]["base_source"].values()) == ["coop trained in this run"]  # the last stream's
+    assert {s: list(r["base_source"]) for s, r in metrics["method_report"]["streams"].items()} == {
+        "EuroSAT": ["EuroSAT/base"], "DTD": ["DTD/base"]}
     train = yaml.safe_load((directory / "config.yaml").read_text())["train"]
     assert (train["select"], train["epochs"], train["lr"]) == ("best_val", 1, 0.002)

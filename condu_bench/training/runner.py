@@ -58,6 +58,9 @@ class MethodRun:
                                    decoded_cache_dir=decoded_cache_dir(config.eval), feature_cache=config.eval.feature_cache)
         self.base_model = ctx.model  # a method may swap in its own model in setup; each stream starts from this one
         self.report: dict[str, Any] = {}
+        # A scenario with several streams (base-to-novel: one per dataset) sets its method up again for each; each
+        # stream's own report is kept by stream name (and in the checkpoint), so the record holds them all.
+        self.stream_reports: dict[str, dict[str, Any]] = {}
         self.eval_seconds_per_image: float | None = None  # of the first evaluation row (see evaluate_row)
         self.trainable_parameters = 0  # what the last trained task trained (the same whether or not the run resumed)
         # Where this process's time went, over the tasks it ran (a resumed run counts only those after the resume).
@@ -104,6 +107,7 @@ class MethodRun:
     def run(self, resume: bool) -> tuple[list[StreamResult], float]:
         progress = run_store.read_progress(self.directory) if resume else None
         results: list[StreamResult] = [StreamResult(**r) for r in progress["results"]] if progress else []
+        self.stream_reports = dict(progress.get("stream_reports", {})) if progress else {}
         elapsed = progress["elapsed_s"] if progress else 0.0
         start = time.perf_counter() - elapsed
         for s_index, stream in enumerate(self.scenario.streams):
@@ -134,7 +138,7 @@ class MethodRun:
         if not method.trains:
             row = self.evaluate_row(method, stream)
             result.rows = [row for _ in stream.train]
-            self.report = {**method.report(), **self.cost_report(self.ctx)}
+            self.finish_report(stream, method)
             return
         train_tf = ctx.augmentation(ctx.train_config.augment)
         benchmark = build_avalanche_benchmark(stream, train_tf, ctx.eval_transform)
@@ -158,8 +162,17 @@ class MethodRun:
                 task_states.save_task_state(self.directory, stream.name, info.name, method, ctx.model)
             if self.observer is not None:
                 self.observer.on_row(index, result.rows, result.step_names, result.column_names)
+            self.stream_reports[stream.name] = method.report()
             self.checkpoint(method, results, start)
-        self.report = {**method.report(), **self.cost_report(ctx)}
+        self.finish_report(stream, method)
+
+    def finish_report(self, stream: Stream, method: Any) -> None:
+        """The run's ``method_report``: the last stream's method report and the run's costs, plus every stream's own
+        report under ``streams`` when the scenario has several."""
+        self.stream_reports[stream.name] = method.report()
+        several = len(self.scenario.streams) > 1
+        self.report = {**method.report(), **self.cost_report(self.ctx),
+                       **({"streams": dict(self.stream_reports)} if several else {})}
 
     def cost_report(self, ctx: RunContext) -> dict[str, Any]:
         """What the cost block of the reports reads: trainable parameters, and peak GPU memory on CUDA."""
@@ -177,6 +190,7 @@ class MethodRun:
             "config_hash": self.config_hash,
             "results": [r.__dict__ for r in results],
             "method_state": plain,
+            "stream_reports": self.stream_reports,
             "elapsed_s": time.perf_counter() - start,
         }
         run_store.save_progress(self.directory, progress, tensors)
