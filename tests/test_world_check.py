@@ -77,19 +77,20 @@ def b2n_record(base, novel):
 
 
 def test_base_to_novel_properties_on_hand_made_records():
-    from condu_bench.synthetic.b2n_check import B2N_TARGETS, b2n_facts, b2n_failures, margin_table
+    from condu_bench.synthetic.b2n_check import B2N_TARGETS, b2n_facts
+    from condu_bench.synthetic.world_check import failures, margin_table
 
     records = {"zeroshot": b2n_record(70, 74), "coop": b2n_record(83, 63), "kgcoop": b2n_record(81, 73),
                "clipfit": b2n_record(83, 72), "mergetune": b2n_record(81, 74)}  # the published averages, rounded
     facts = b2n_facts(records)
-    assert b2n_failures(facts) == []
+    assert failures(facts, B2N_TARGETS) == []
     margins = {p.describe(): p.margin(facts) for p in B2N_TARGETS}
     assert margins["CoOp Base - zero-shot Base >= 0"] == pytest.approx(13.0)
     assert margins["zero-shot Novel - CoOp Novel >= 0"] == pytest.approx(11.0)
     assert margins["MergeTune HM - CoOp HM >= 0"] == pytest.approx(records["mergetune"]["hm"] - records["coop"]["hm"])
     # the embedded world today (seed 1): MergeTune under CoOp on HM
     today = dict(records, coop=b2n_record(82.7, 69.7), mergetune=b2n_record(82.2, 68.7))
-    assert b2n_failures(b2n_facts(today)) == [f"MergeTune HM - CoOp HM >= 0: {today['mergetune']['hm'] - today['coop']['hm']:.1f}"]
+    assert failures(b2n_facts(today), B2N_TARGETS) == [f"MergeTune HM - CoOp HM >= 0: {today['mergetune']['hm'] - today['coop']['hm']:.1f}"]
     table = margin_table([("a", facts), ("b", b2n_facts(today))], sections=(("target", B2N_TARGETS),))
     assert "| KgCoOp Novel - CoOp Novel >= 0 | 10.0 | 3.3 | +3.3 | target |" in table
     with pytest.raises(ValueError, match="needs runs of mergetune"):

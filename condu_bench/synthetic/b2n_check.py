@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from condu_bench.synthetic.world_check import Property, margin_table
+from condu_bench.synthetic.world_check import Property, failures, margin_table, pretrained_tag
 
 B2N_METHODS = ("zeroshot", "coop", "kgcoop", "clipfit", "mergetune")
 
@@ -37,10 +37,6 @@ def b2n_facts(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]
     return {m: {k: float(records[m][k]) for k in ("base", "novel", "hm")} for m in B2N_METHODS}
 
 
-def b2n_failures(facts: dict[str, dict[str, float]]) -> list[str]:
-    return [f"{p.describe()}: {p.measure(facts):.1f}" for p in B2N_TARGETS if p.margin(facts) < 0]
-
-
 def run_b2n_check(pretrain_seeds: list[int], seeds: list[int], overrides: list[str], out, log=print) -> tuple[str, bool]:
     """Run the synthetic base-to-novel benchmark's methods on every (pretrained model, seed); the margin table and
     whether every property holds."""
@@ -52,7 +48,7 @@ def run_b2n_check(pretrain_seeds: list[int], seeds: list[int], overrides: list[s
 
     rows = []
     for pseed in pretrain_seeds:
-        tag = "synthetic" if pseed == 0 else f"synthetic-seed{pseed}"
+        tag = pretrained_tag(pseed)
         config = load_config(resolve_benchmark("synthetic_b2n"), [f"model.pretrained={tag}", f"methods={','.join(B2N_METHODS)}",
                                                                   f"seeds={','.join(map(str, seeds))}", *overrides])
         records = run_experiment(config, Path(out) / tag, log=log)
@@ -60,4 +56,4 @@ def run_b2n_check(pretrain_seeds: list[int], seeds: list[int], overrides: list[s
             facts = b2n_facts({r["method"]: r for r in records if r["seed"] == seed})
             rows.append((f"{tag}/seed{seed}", facts))
     table = margin_table(rows, sections=(("target", B2N_TARGETS),))
-    return table, all(not b2n_failures(f) for _, f in rows)
+    return table, all(not failures(f, B2N_TARGETS) for _, f in rows)

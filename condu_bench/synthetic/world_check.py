@@ -110,6 +110,11 @@ def margin_table(rows: list[tuple[str, dict[str, Any]]], sections=None) -> str:
     return "\n".join(lines)
 
 
+def pretrained_tag(pretrain_seed: int) -> str:
+    """``model.pretrained`` of the tiny CLIP pretrained with this seed."""
+    return "synthetic" if pretrain_seed == 0 else f"synthetic-seed{pretrain_seed}"
+
+
 def run_world_check(pretrain_seeds: list[int], seeds: list[int], overrides: list[str], out, log=print,
                     ranking: bool = False) -> tuple[str, bool]:
     """Run zero-shot and Continual-FT of the default benchmark on every (pretrained model, seed); the margin table
@@ -125,7 +130,7 @@ def run_world_check(pretrain_seeds: list[int], seeds: list[int], overrides: list
 
     rows = []
     for pseed in pretrain_seeds:
-        tag = "synthetic" if pseed == 0 else f"synthetic-seed{pseed}"
+        tag = pretrained_tag(pseed)
         methods = RANKED_METHODS if ranking else ("zeroshot", "finetune")
         config = load_config(resolve_benchmark(None), [f"model.pretrained={tag}", f"methods={','.join(methods)}",
                                                        f"seeds={','.join(map(str, seeds))}", *overrides])

@@ -169,10 +169,9 @@ class MethodRun:
     def finish_report(self, stream: Stream, method: Any) -> None:
         """The run's ``method_report``: the last stream's method report and the run's costs, plus every stream's own
         report under ``streams`` when the scenario has several."""
-        self.stream_reports[stream.name] = method.report()
+        report = self.stream_reports[stream.name] = method.report()
         several = len(self.scenario.streams) > 1
-        self.report = {**method.report(), **self.cost_report(self.ctx),
-                       **({"streams": dict(self.stream_reports)} if several else {})}
+        self.report = {**report, **self.cost_report(self.ctx), **({"streams": dict(self.stream_reports)} if several else {})}
 
     def cost_report(self, ctx: RunContext) -> dict[str, Any]:
         """What the cost block of the reports reads: trainable parameters, and peak GPU memory on CUDA."""
