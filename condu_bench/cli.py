@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     world = sub.add_parser("world-check", help="check the synthetic world's properties over pretrained models and seeds",
                            description="Run zero-shot and Continual-FT of the default benchmark for every pretraining seed "
-                                       "and training seed, and print each property with its worst margin (exit 1 if a gate fails).")
+                                       "and training seed, and print each property with its worst and mean margin and the runs that "
+                                       "hold (exit 1 if a gate fails).")
     world.add_argument("--pretrain-seeds", default="0,1,2", help="tiny CLIPs pretrained with these seeds (default 0,1,2)")
     world.add_argument("--seeds", default=None, help="training seeds (default 0,1,2; with --b2n 1,2,3)")
     world.add_argument("--out", default=WORLD_CHECK_OUT,

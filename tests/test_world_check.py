@@ -29,8 +29,8 @@ def test_gates_and_margins_on_a_hand_made_world():
     assert by_name["FT Last - zero-shot Last >= 8"] == pytest.approx(ft_matrix[-1].mean() - 50.0 - 8)
     assert by_name["FT diagonal mean >= 85"] == pytest.approx(0.0) and by_name["FT diagonal min >= 65"] == pytest.approx(15.0)
     table = margin_table([("a", facts), ("b", facts)])
-    assert "| zero-shot Transfer - FT Transfer >= 5 | 15.0 | 15.0 | +10.0 | gate |" in table
-    assert "| zero-shot Transfer - FT Transfer >= 8 | 15.0 | 15.0 | +7.0 | target |" in table
+    assert "| zero-shot Transfer - FT Transfer >= 5 | 15.0 | 15.0 | +10.0 | +10.0 | 2 of 2 | gate |" in table
+    assert "| zero-shot Transfer - FT Transfer >= 8 | 15.0 | 15.0 | +7.0 | +7.0 | 2 of 2 | target |" in table
 
     worse = dict(facts, ft_transfer=56.0)  # fine-tuning keeps too much transfer: the world does not discriminate
     assert failures(worse) == ["zero-shot Transfer - FT Transfer >= 5: 4.0"]
@@ -55,7 +55,7 @@ def test_ranking_targets_from_records_against_the_published_table():
     facts = dict(facts_of(zs, ft, np.array([[90.0, 50.0], [70.0, 90.0]])), tau=tau)
     assert [p.margin(facts) for p in RANKING] == pytest.approx([0.4, -1.6, 0.4])
     table = margin_table([("a", facts)])
-    assert "| ranking tau-b Avg >= 0.6 | -1.0 | -1.6 | target |" in table
+    assert "| ranking tau-b Avg >= 0.6 | -1.0 | -1.6 | -1.6 | 0 of 1 | target |" in table
     assert "ranking" not in margin_table([("a", facts_of(zs, ft, np.array([[90.0, 50.0], [70.0, 90.0]])))])
 
 
@@ -92,7 +92,9 @@ def test_base_to_novel_properties_on_hand_made_records():
     today = dict(records, coop=b2n_record(82.7, 69.7), mergetune=b2n_record(82.2, 68.7))
     assert failures(b2n_facts(today), B2N_TARGETS) == [f"MergeTune HM - CoOp HM >= 0: {today['mergetune']['hm'] - today['coop']['hm']:.1f}"]
     table = margin_table([("a", facts), ("b", b2n_facts(today))], sections=(("target", B2N_TARGETS),))
-    assert "| KgCoOp Novel - CoOp Novel >= 0 | 10.0 | 3.3 | +3.3 | target |" in table
+    assert "| KgCoOp Novel - CoOp Novel >= 0 | 10.0 | 3.3 | +3.3 | +6.6 | 2 of 2 | target |" in table
+    # one run above CoOp and one under: the worst margin is the second run's, the mean theirs together
+    assert "| MergeTune HM - CoOp HM >= 0 | 5.7 | -0.8 | -0.8 | +2.5 | 1 of 2 | target |" in table
     with pytest.raises(ValueError, match="needs runs of mergetune"):
         b2n_facts({k: v for k, v in records.items() if k != "mergetune"})
 
@@ -107,7 +109,7 @@ def test_world_check_b2n_runs_the_synthetic_b2n_methods(tmp_path):
             *[f"recipes.{m}.{k}" for m in ("coop", "kgcoop", "clipfit", "mergetune") for k in ("iterations=1", "batch_size=4")],
             "method_options.mergetune.base_recipe.iterations=1", "method_options.mergetune.base_recipe.batch_size=4"]
     table, ok = run_b2n_check([0], [1, 2], tiny, tmp_path, log=lambda *a: None)
-    assert table.splitlines()[0].startswith("| property | synthetic/seed1 | synthetic/seed2 | worst margin |")
+    assert table.splitlines()[0].startswith("| property | synthetic/seed1 | synthetic/seed2 | worst margin | mean margin | runs that hold |")
     assert all(p.describe() in table for p in B2N_TARGETS)
     assert isinstance(ok, bool)
     assert sorted(p.name for p in (tmp_path / "synthetic").iterdir() if p.is_dir()) == ["clipfit", "coop", "kgcoop",

@@ -3,8 +3,8 @@
 On real data (CoOp's protocol, ViT-B/16) prompt tuning gains on the base classes and loses on the novel ones, the
 methods that keep the text features near zero-shot CLIP's (KgCoOp, CLIPFit) lose less on Novel, and MergeTune on a
 finished CoOp prompt raises the harmonic mean. ``condu-bench world-check --b2n`` runs ``benchmarks/synthetic_b2n.yaml``
-for these methods on every (pretrained tiny CLIP, seed) and prints each property's value per run and its worst margin;
-every property must hold on every run (a margin of at least 0).
+for these methods on every (pretrained tiny CLIP, seed) and prints each property's value per run, its worst and mean
+margin and the runs that hold; every property must hold on every run (a margin of at least 0).
 """
 
 from __future__ import annotations

@@ -94,19 +94,22 @@ def failures(facts: dict[str, Any], properties=GATES) -> list[str]:
 
 
 def margin_table(rows: list[tuple[str, dict[str, Any]]], sections=None) -> str:
-    """Markdown: one column per (model, seed) run, one row per property, its value; then the worst margin.
+    """Markdown: one column per (model, seed) run, one row per property, its value; then the worst and the mean
+    margin and how many runs hold (the mean tells a systematic shortfall from noise around the bound).
     ``sections``: (kind, properties) pairs, by default the MTIL gates and targets, with the ranking targets when the
     runs measured them (``world-check --ranking``)."""
-    header = "| property | " + " | ".join(name for name, _ in rows) + " | worst margin | kind |"
-    lines = [header, "|" + "---|" * (len(rows) + 3)]
+    header = "| property | " + " | ".join(name for name, _ in rows) + " | worst margin | mean margin | runs that hold | kind |"
+    lines = [header, "|" + "---|" * (len(rows) + 5)]
     if sections is None:
         ranked = all("tau" in f for _, f in rows)
         sections = (("gate", GATES), ("target", TARGETS + (RANKING if ranked else ())))
     for kind, props in sections:
         for p in props:
             values = " | ".join(f"{p.measure(f):.1f}" for _, f in rows)
-            worst = min(p.margin(f) for _, f in rows)
-            lines.append(f"| {p.describe()} | {values} | {worst:+.1f} | {kind} |")
+            margins = [p.margin(f) for _, f in rows]
+            held = sum(m >= 0 for m in margins)
+            lines.append(f"| {p.describe()} | {values} | {min(margins):+.1f} | {sum(margins) / len(margins):+.1f} | "
+                         f"{held} of {len(margins)} | {kind} |")
     return "\n".join(lines)
 
 
