@@ -62,3 +62,27 @@ def test_cores_are_counted_from_the_affinity_mask_not_the_machine(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)  # a container allowed 4 of the host's 64 cores
     assert executors.LocalExecutor(jobs=2, gpus=[]).threads == 2
+
+
+def test_runs_that_fix_more_threads_than_their_share_of_the_cores_are_warned_about(monkeypatch, capsys):
+    def items(num_threads):
+        config = {} if num_threads is None else {"num_threads": num_threads}
+        return [(SimpleNamespace(run_id=f"run{i}", config=config), f"/tmp/run{i}") for i in range(3)]
+
+    two_at_once = executors.LocalExecutor(jobs=2, gpus=[], cpu_count=2)
+    warning = two_at_once.oversubscription(items(2))  # the synthetic benchmarks' num_threads: 2, two runs on 2 cores
+    assert warning is not None and "4 threads on 2 cores" in warning
+    assert "--jobs 1" in warning and "num_threads=1" in warning
+    assert two_at_once.oversubscription(items(1)) is None  # 2 x 1 threads fit
+    assert two_at_once.oversubscription(items(None)) is None  # the executor's share applies: 1 thread each
+    assert executors.LocalExecutor(jobs=1, gpus=[], cpu_count=2).oversubscription(items(2)) is None
+    assert executors.LocalExecutor(jobs=2, gpus=["0", "1"], cpu_count=2).oversubscription(items(2)) is None
+    assert executors.LocalExecutor(jobs=4, gpus=[], cpu_count=16).oversubscription(items(4)) is None
+    assert "--jobs 2" in executors.LocalExecutor(jobs=4, gpus=[], cpu_count=16).oversubscription(items(8))
+
+    run_items(monkeypatch, two_at_once, 0)  # nothing to run: no warning, since nothing fixes threads
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(executors.worker, "start", lambda directory, n_threads, env: SimpleNamespace(poll=lambda: 0))
+    monkeypatch.setattr(executors, "POLL_S", 0)
+    two_at_once.run(items(2), started=lambda rid: None, finished=lambda rid, code: None)
+    assert capsys.readouterr().err.strip() == warning

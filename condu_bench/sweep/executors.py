@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,13 +60,35 @@ class LocalExecutor:
             raise UserError(f"--jobs must be >= 1, got {jobs}")
         self.gpus = visible_gpus() if gpus is None else gpus
         self.jobs = min(jobs, len(self.gpus)) if self.gpus else jobs
-        self.threads = max(1, (cpu_count or usable_cores()) // self.jobs)
+        self.cores = cpu_count or usable_cores()
+        self.threads = max(1, self.cores // self.jobs)
 
     @property
     def slots(self) -> int:
         return self.jobs
 
+    def oversubscription(self, items: list[Item]) -> str | None:
+        """A warning when CPU runs whose config fixes ``num_threads`` (it wins over this executor's share of the
+        cores) would, ``jobs`` at a time, run more threads than there are cores; None otherwise."""
+        if self.gpus or self.jobs == 1:
+            return None
+        fixed = [n for spec, _ in items if (n := (getattr(spec, "config", None) or {}).get("num_threads"))]
+        if not fixed:
+            return None
+        cores = self.cores
+        most = max(fixed)
+        if self.jobs * most <= cores:
+            return None
+        fits = max(1, cores // most)
+        return (f"sweep: {self.jobs} runs at a time with num_threads={most} from their config ask for "
+                f"{self.jobs * most} threads on {cores} cores; oversubscribed PyTorch runs can each be several times "
+                f"slower. Use --jobs {fits}, or override num_threads={max(1, cores // self.jobs)} (not part of a sweep "
+                "run's identity)")
+
     def run(self, items: list[Item], started: Started, finished: Finished) -> None:
+        warning = self.oversubscription(items)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         queue = list(items)
         free_gpus = list(self.gpus)
         running: dict[str, tuple[Any, str | None]] = {}
