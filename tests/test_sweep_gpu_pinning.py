@@ -28,7 +28,7 @@ def run_items(monkeypatch, executor, n):
 
     monkeypatch.setattr(executors.worker, "start", start)
     monkeypatch.setattr(executors, "POLL_S", 0)
-    items = [(SimpleNamespace(run_id=f"run{i}"), f"/tmp/run{i}") for i in range(n)]
+    items = [(SimpleNamespace(run_id=f"run{i}", config={}), f"/tmp/run{i}") for i in range(n)]
     done = []
     executor.run(items, started=lambda rid: None, finished=lambda rid, code: done.append((rid, code)))
     return log, threads, done

@@ -72,18 +72,13 @@ class LocalExecutor:
         cores) would, ``jobs`` at a time, run more threads than there are cores; None otherwise."""
         if self.gpus or self.jobs == 1:
             return None
-        fixed = [n for spec, _ in items if (n := (getattr(spec, "config", None) or {}).get("num_threads"))]
-        if not fixed:
+        most = max((spec.config.get("num_threads") or 0 for spec, _ in items), default=0)
+        if self.jobs * most <= self.cores:
             return None
-        cores = self.cores
-        most = max(fixed)
-        if self.jobs * most <= cores:
-            return None
-        fits = max(1, cores // most)
         return (f"sweep: {self.jobs} runs at a time with num_threads={most} from their config ask for "
-                f"{self.jobs * most} threads on {cores} cores; oversubscribed PyTorch runs can each be several times "
-                f"slower. Use --jobs {fits}, or override num_threads={max(1, cores // self.jobs)} (not part of a sweep "
-                "run's identity)")
+                f"{self.jobs * most} threads on {self.cores} cores; oversubscribed PyTorch runs can each be several "
+                f"times slower. Use --jobs {max(1, self.cores // most)}, or override num_threads={self.threads} (not "
+                "part of a sweep run's identity)")
 
     def run(self, items: list[Item], started: Started, finished: Finished) -> None:
         warning = self.oversubscription(items)
