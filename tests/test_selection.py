@@ -46,7 +46,8 @@ def run_b2n(root, out, scripted=None, monkeypatch=None):
     real_after = PromptLearning.after_task
     monkeypatch.setattr(PromptLearning, "after_task",
                         lambda self, task, ctx: (kept.setdefault("ctx", self.prompt.ctx.detach().clone()), real_after(self, task, ctx)))
-    run_experiment(config, out, log=lambda *_: None)
+    records = run_experiment(config, out, log=lambda *_: None)
+    seen["record"] = records[0]
     return seen, kept["ctx"]
 
 
@@ -55,6 +56,10 @@ def test_the_best_epoch_is_restored_first_on_ties(eurosat_root, tmp_path, monkey
     assert len(seen["ctx"]) == 3 and seen["n_val"] == [5] * 3  # the base half's val images (5 classes, 1 each here)
     assert torch.equal(final, seen["ctx"][1])  # epoch 1, not the tied epoch 2
     assert not torch.equal(final, seen["ctx"][2])
+    # the run says which epoch its model is (counted from 1, as Dassl's model.pth.tar-N), with the val curve
+    chosen = seen["record"]["method_report"]["model_selection"]
+    assert chosen == {"EuroSAT/base": {"selected_epoch": 2, "epochs": 3, "best_val_accuracy": 30.0,
+                                       "val_accuracy": [10.0, 30.0, 30.0]}}
 
 
 def test_val_accuracy_is_measured_on_the_val_split(eurosat_root, tmp_path, monkeypatch):

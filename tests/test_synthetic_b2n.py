@@ -62,3 +62,16 @@ def test_bad_options_are_clear_errors():
         SCENARIOS.get("synthetic_b2n")({"shots": 16, "n_pool_per_class": 10}, 1)
     with pytest.raises(UserError, match="unknown key 'shot'"):
         SCENARIOS.get("synthetic_b2n")({"shot": 4}, 1)
+
+
+def test_val_per_class_sets_the_validation_draw_and_keeps_the_shots(scenario):
+    larger = SCENARIOS.get("synthetic_b2n")({**OPTIONS, "val_per_class": 7}, 1)
+    default, wide = scenario.streams[1].evaluate[0], larger.streams[1].evaluate[0]
+    assert sorted(wide.val.targets) == sorted([0, 1, 2] * 7)  # counts' three base classes, 7 each
+    assert np.array_equal(wide.train.images, default.train.images)  # the training shots do not move
+    assert not _rows(wide.train) & _rows(wide.val)
+    assert wide.info["val_per_class"] == 7 and default.info["val_per_class"] == 4
+    with pytest.raises(UserError, match=r"must hold the 4 training shots and 9 validation images"):
+        SCENARIOS.get("synthetic_b2n")({**OPTIONS, "val_per_class": 9}, 1)
+    with pytest.raises(UserError, match="val_per_class must be a positive"):
+        SCENARIOS.get("synthetic_b2n")({**OPTIONS, "val_per_class": 0}, 1)

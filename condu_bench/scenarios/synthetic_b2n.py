@@ -4,7 +4,8 @@ Each domain is one single-step stream: K shots per class are drawn from the doma
 classes (as CoOp draws before splitting), the base half (first ceil(n/2) labels) trains, and the base and novel
 halves are scored with their own classifiers. Base and novel classes share the domain's structure (shapes with
 shapes, digits with digits), as the real datasets' halves do. A validation split of min(K, 4) shots per base class,
-drawn from the pool images not in the training shots, serves methods that select a model on it.
+drawn from the pool images not in the training shots, serves methods that select a model on it
+(``val_per_class`` sets another size; the training shots stay the same).
 
 The world's pixels are fixed by ``data_seed``; the run seed draws the shots only.
 """
@@ -21,6 +22,7 @@ from condu_bench.scenarios.base import Scenario, Stream
 DEFAULTS: dict[str, Any] = {
     "domains": None,  # list of domain names; None = every domain of the world
     "shots": 16,
+    "val_per_class": None,  # validation images per base class; None = CoOp's min(shots, 4)
     "n_pool_per_class": 100,  # the training pool the shots are drawn from
     "n_test_per_class": 50,
     "image_size": 32,
@@ -60,9 +62,12 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
     shots = int(opts["shots"])
     if shots < 1:
         raise UserError(f"scenario.options.shots must be a positive number of images per class, not {shots}")
-    if shots + min(shots, VAL_SHOTS_CAP) > int(opts["n_pool_per_class"]):
+    val_shots = min(shots, VAL_SHOTS_CAP) if opts["val_per_class"] is None else int(opts["val_per_class"])
+    if val_shots < 1:
+        raise UserError(f"scenario.options.val_per_class must be a positive number of images per class, not {val_shots}")
+    if shots + val_shots > int(opts["n_pool_per_class"]):
         raise UserError(f"scenario.options.n_pool_per_class ({opts['n_pool_per_class']}) must hold the {shots} training "
-                        f"shots and {min(shots, VAL_SHOTS_CAP)} validation shots of each class")
+                        f"shots and {val_shots} validation images of each class")
     streams = []
     for name in domains:
         common = {"image_size": opts["image_size"], "seed": opts["data_seed"], "style": style}
@@ -73,9 +78,9 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
         train_idx = draw_indices(list(pool.targets), shots, rng)
         taken = set(train_idx)
         rest = [i for i in range(len(pool)) if i not in taken]
-        val_idx = [rest[j] for j in draw_indices([pool.targets[i] for i in rest], min(shots, VAL_SHOTS_CAP), rng)]
+        val_idx = [rest[j] for j in draw_indices([pool.targets[i] for i in rest], val_shots, rng)]
         base, novel = base_novel_labels(len(classnames))
-        info = {"shots": shots, "num_classes_total": len(classnames), "data_seed": opts["data_seed"],
+        info = {"shots": shots, "val_per_class": val_shots, "num_classes_total": len(classnames), "data_seed": opts["data_seed"],
                 "world_version": world_version, **({"style": style} if style else {})}
         halves = {}
         for half, labels in (("base", base), ("novel", novel)):

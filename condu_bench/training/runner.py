@@ -61,6 +61,9 @@ class MethodRun:
         # A scenario with several streams (base-to-novel: one per dataset) sets its method up again for each; each
         # stream's own report is kept by stream name (and in the checkpoint), so the record holds them all.
         self.stream_reports: dict[str, dict[str, Any]] = {}
+        # per trained task, what validation-based selection chose (train.select=best_val): a run must say which
+        # epoch its reported model is, or a selection that keeps an early epoch looks like a method that trained
+        self.model_selection: dict[str, dict[str, Any]] = {}
         self.eval_seconds_per_image: float | None = None  # of the first evaluation row (see evaluate_row)
         self.trainable_parameters = 0  # what the last trained task trained (the same whether or not the run resumed)
         # Where this process's time went, over the tasks it ran (a resumed run counts only those after the resume).
@@ -108,6 +111,7 @@ class MethodRun:
         progress = run_store.read_progress(self.directory) if resume else None
         results: list[StreamResult] = [StreamResult(**r) for r in progress["results"]] if progress else []
         self.stream_reports = dict(progress.get("stream_reports", {})) if progress else {}
+        self.model_selection = dict(progress.get("model_selection", {})) if progress else {}
         elapsed = progress["elapsed_s"] if progress else 0.0
         start = time.perf_counter() - elapsed
         for s_index, stream in enumerate(self.scenario.streams):
@@ -151,6 +155,9 @@ class MethodRun:
             stats = train_task(method, info, experience.dataset.train(), ctx, stream_index=s_index,
                                num_workers=self.num_workers, progress=self.config.progress, observer=self.observer)
             self.trainable_parameters = stats.get("trainable_parameters", 0)
+            if "selected_epoch" in stats:
+                self.model_selection[info.name] = {k: stats[k] for k in ("selected_epoch", "epochs", "best_val_accuracy",
+                                                                         "val_accuracy")}
             for key in ("train_seconds", "data_wait_seconds"):
                 self.seconds[key] += stats.get(key, 0.0)
             ctx.tasks_seen.append(info.data)
@@ -178,6 +185,8 @@ class MethodRun:
         out: dict[str, Any] = {"trainable_parameters": self.trainable_parameters,
                                "eval_seconds_per_image": self.eval_seconds_per_image,
                                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+        if self.model_selection:
+            out["model_selection"] = dict(self.model_selection)
         if ctx.device.type == "cuda":
             out["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**20, 1)
         return out
@@ -190,6 +199,7 @@ class MethodRun:
             "results": [r.__dict__ for r in results],
             "method_state": plain,
             "stream_reports": self.stream_reports,
+            "model_selection": self.model_selection,
             "elapsed_s": time.perf_counter() - start,
         }
         run_store.save_progress(self.directory, progress, tensors)

@@ -45,4 +45,6 @@ class BestOnValidation:
                 param.copy_(value)
 
     def report(self) -> dict[str, Any]:
-        return {"best_epoch": self.best_epoch, "best_val_accuracy": self.best_accuracy, "val_accuracy": self.history}
+        """What was kept: the epoch counted from 1 (Dassl's ``model.pth.tar-N``), of how many, and the val curve."""
+        return {"selected_epoch": None if self.best_epoch is None else self.best_epoch + 1, "epochs": len(self.history),
+                "best_val_accuracy": self.best_accuracy, "val_accuracy": self.history}
