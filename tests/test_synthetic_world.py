@@ -18,7 +18,7 @@ from condu_bench.synthetic import domains as D  # noqa: E402
 SMALL = dict(n_per_class=6, image_size=32)
 
 
-@pytest.mark.parametrize("name", D.DOMAIN_NAMES)
+@pytest.mark.parametrize("name", D.KNOWN_DOMAINS)
 def test_domain_split_is_deterministic_and_well_formed(name):
     a = D.make_domain_split(name, "train", seed=3, **SMALL)
     b = D.make_domain_split(name, "train", seed=3, **SMALL)
@@ -37,7 +37,7 @@ def test_domain_split_is_deterministic_and_well_formed(name):
     assert np.array_equal(np.asarray(img), a.images[0])
 
 
-@pytest.mark.parametrize("name", D.DOMAIN_NAMES)
+@pytest.mark.parametrize("name", D.KNOWN_DOMAINS)
 def test_train_and_test_are_disjoint(name):
     tr = D.make_domain_split(name, "train", seed=0, **SMALL)
     te = D.make_domain_split(name, "test", seed=0, **SMALL)
@@ -59,7 +59,7 @@ def test_other_image_sizes_work():
 
 def test_classnames_and_templates():
     assert len(D.DOMAIN_NAMES) >= 6 and len(set(D.DOMAIN_NAMES)) == len(D.DOMAIN_NAMES)
-    for name in D.DOMAIN_NAMES:
+    for name in D.KNOWN_DOMAINS:
         names = D.domain_classnames(name)
         assert len(names) >= 5 and len(set(names)) == len(names)
         assert all(isinstance(c, str) and c for c in names)
@@ -72,9 +72,34 @@ def test_classnames_and_templates():
 
 
 def test_images_are_not_blank():
-    for name in D.DOMAIN_NAMES:
+    for name in D.KNOWN_DOMAINS:
         ds = D.make_domain_split(name, "test", seed=0, **SMALL)
         assert ds.images.std() > 10  # real content, not a constant image
+
+
+def test_coloured_shapes_classes_are_shape_major_and_drawn_in_their_colour():
+    names = D.domain_classnames("coloured_shapes")
+    assert len(names) == len(D.SHAPES) * len(D.COLOURS) == 48
+    base, novel = names[:24], names[24:]  # base_novel_labels: the first ceil(n / 2) labels
+    assert {n.split()[1] for n in base} == {"circle", "square", "triangle"}
+    assert {n.split()[1] for n in novel} == {"cross", "ring", "star"}
+    assert {n.split()[0] for n in base} == {n.split()[0] for n in novel} == set(D.COLOURS)
+    assert "coloured_shapes" not in D.DOMAIN_NAMES  # the default MTIL order keeps its six domains
+    ds = D.make_domain_split("coloured_shapes", "test", n_per_class=20, image_size=32, seed=0)
+    images, targets = ds.images.astype(np.float64), np.array(ds.targets)
+
+    def redness(colour):  # mean red minus blue over the images of that colour's classes
+        picked = np.isin(targets, [i for i, n in enumerate(names) if n.startswith(colour + " ")])
+        return (images[picked][..., 0] - images[picked][..., 2]).mean()
+
+    assert redness("red") > redness("blue") + 20
+    # the shape is the class's: a ring leaves its centre pixel as background more often than a square does
+    def centre_is_object(shape):
+        picked = np.isin(targets, [i for i, n in enumerate(names) if n.endswith(" " + shape)])
+        centre, corner = images[picked][:, 16, 16], images[picked][:, 1, 1]
+        return (np.abs(centre - corner).sum(axis=1) > 60).mean()
+
+    assert centre_is_object("square") > centre_is_object("ring") + 0.3
 
 
 def test_caption_dataset():

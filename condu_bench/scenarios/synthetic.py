@@ -85,7 +85,7 @@ class FewShotSubset:
 
 
 def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | None = None) -> Scenario:
-    from condu_bench.synthetic.domains import DOMAIN_NAMES, domain_classnames, domain_templates, make_domain_split
+    from condu_bench.synthetic.domains import DOMAIN_NAMES, KNOWN_DOMAINS, domain_classnames, domain_templates, make_domain_split
 
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
@@ -96,8 +96,8 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
     order = opts["order"] or DOMAIN_NAMES
     order = [order] if isinstance(order, str) else list(order)  # `order=shapes` on the command line is one name
     for name in order:
-        if name not in DOMAIN_NAMES:
-            raise UnknownNameError("synthetic domain", name, DOMAIN_NAMES)
+        if name not in KNOWN_DOMAINS:
+            raise UnknownNameError("synthetic domain", name, KNOWN_DOMAINS)
     tasks = []
     for index, name in enumerate(order):
         common = {"image_size": opts["image_size"], "seed": opts["data_seed"], "style": style}

@@ -46,7 +46,7 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
     from condu_bench.datasets.base_novel import base_novel_labels
     from condu_bench.datasets.fewshot import VAL_SHOTS_CAP, draw_indices
     from condu_bench.scenarios.synthetic import checked_style, checked_world_version
-    from condu_bench.synthetic.domains import DOMAIN_NAMES, domain_classnames, domain_templates, make_domain_split
+    from condu_bench.synthetic.domains import DOMAIN_NAMES, KNOWN_DOMAINS, domain_classnames, domain_templates, make_domain_split
 
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
@@ -57,8 +57,8 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
     domains = opts["domains"] or DOMAIN_NAMES
     domains = [domains] if isinstance(domains, str) else list(domains)
     for name in domains:
-        if name not in DOMAIN_NAMES:
-            raise UnknownNameError("synthetic domain", name, DOMAIN_NAMES)
+        if name not in KNOWN_DOMAINS:
+            raise UnknownNameError("synthetic domain", name, KNOWN_DOMAINS)
     shots = int(opts["shots"])
     if shots < 1:
         raise UserError(f"scenario.options.shots must be a positive number of images per class, not {shots}")
