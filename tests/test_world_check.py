@@ -114,6 +114,21 @@ def test_world_check_b2n_runs_the_synthetic_b2n_methods(tmp_path):
     assert isinstance(ok, bool)
     assert sorted(p.name for p in (tmp_path / "synthetic").iterdir() if p.is_dir()) == ["clipfit", "coop", "kgcoop",
                                                                                        "mergetune", "zeroshot"]
+    # one selection per domain (one step each here, so epoch 1 of 1), shown under the table per run
+    assert table.splitlines()[-1] == ("MergeTune's kept epoch (best val; median / latest over the domains): "
+                                      "synthetic/seed1 1 / 1, synthetic/seed2 1 / 1")
+
+
+def test_kept_epochs_come_from_the_runs_selection_record():
+    from condu_bench.synthetic.b2n_check import kept_epochs, kept_epochs_line
+
+    record = {"method_report": {"model_selection": {"a/base": {"selected_epoch": 1}, "b/base": {"selected_epoch": 24},
+                                                    "c/base": {"selected_epoch": 3}}}}
+    assert kept_epochs(record) == [1, 24, 3]
+    assert kept_epochs({"method_report": {}}) == []
+    assert kept_epochs_line([("m/seed1", [1, 24, 3]), ("m/seed2", [2, 5])]) == (
+        "MergeTune's kept epoch (best val; median / latest over the domains): m/seed1 3 / 24, m/seed2 3.5 / 5")
+    assert kept_epochs_line([("m/seed1", [])]) == ""
 
 
 def test_world_check_refuses_ranking_with_b2n(capsys):
