@@ -16,7 +16,9 @@ initialised from it, is the only thing that trains. Objectives: :mod:`condu_benc
 
 Recipe: SGD lr 0.002 (momentum 0.9, weight decay 5e-4), batch 128, 100 epochs, one warm-up epoch at a constant 1e-5,
 Dassl's per-epoch cosine, and ``select: best_val`` (the reference's ``TEST.FINAL_MODEL best_val``: the prompt of the
-epoch with the best validation accuracy, the first of equals; :mod:`condu_bench.training.selection`);
+epoch with the best validation accuracy, the first of equals; :mod:`condu_bench.training.selection`; its
+``base2base_test_coop.sh`` / ``base2new_test_coop.sh`` score that prompt: ``--eval-only`` without ``--load-epoch``
+loads ``model-best.pth.tar``); the run records the kept epoch (``method_report.model_selection``);
 ``recipes.mergetune.select=last`` keeps the last prompt.
 
 The base (``base: coop | kgcoop``) is read from a finished run of it (``from_run``: its run directory
