@@ -138,4 +138,4 @@ def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, st
     seconds = {"train_seconds": time.perf_counter() - started, "data_wait_seconds": data_wait}
     return {"iterations": task.iterations, "final_loss": running, "trainable_parameters": sum(p.numel() for p in params),
             **seconds,
-            **(selection.report() if selection else {})}
+            **({"selection": selection.report()} if selection else {})}

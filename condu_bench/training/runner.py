@@ -155,9 +155,8 @@ class MethodRun:
             stats = train_task(method, info, experience.dataset.train(), ctx, stream_index=s_index,
                                num_workers=self.num_workers, progress=self.config.progress, observer=self.observer)
             self.trainable_parameters = stats.get("trainable_parameters", 0)
-            if "selected_epoch" in stats:
-                self.model_selection[info.name] = {k: stats[k] for k in ("selected_epoch", "epochs", "best_val_accuracy",
-                                                                         "val_accuracy")}
+            if "selection" in stats:
+                self.model_selection[info.name] = stats["selection"]
             for key in ("train_seconds", "data_wait_seconds"):
                 self.seconds[key] += stats.get(key, 0.0)
             ctx.tasks_seen.append(info.data)
