@@ -50,6 +50,19 @@ def checked_world_version(version: Any) -> int:
     return WORLD_VERSION
 
 
+def checked_domains(names: Any) -> list[str]:
+    """Domain names as a list (one name on the command line is a string), each one the world knows (an
+    UnknownNameError with "did you mean" otherwise); None means the default six, in their order."""
+    from condu_bench.synthetic.domains import DOMAIN_NAMES, KNOWN_DOMAINS
+
+    names = names or DOMAIN_NAMES
+    names = [names] if isinstance(names, str) else list(names)
+    for name in names:
+        if name not in KNOWN_DOMAINS:
+            raise UnknownNameError("synthetic domain", name, KNOWN_DOMAINS)
+    return names
+
+
 def checked_style(style: Any) -> dict:
     """``scenario.options.style`` validated (a UserError names the bad knob); {} for the calibrated world."""
     from condu_bench.synthetic.domains import resolve_style
@@ -85,7 +98,7 @@ class FewShotSubset:
 
 
 def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | None = None) -> Scenario:
-    from condu_bench.synthetic.domains import DOMAIN_NAMES, KNOWN_DOMAINS, domain_classnames, domain_templates, make_domain_split
+    from condu_bench.synthetic.domains import domain_classnames, domain_templates, make_domain_split
 
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
@@ -93,11 +106,7 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
     opts = {**DEFAULTS, **options}
     style = checked_style(opts["style"])
     world_version = checked_world_version(opts["world_version"])
-    order = opts["order"] or DOMAIN_NAMES
-    order = [order] if isinstance(order, str) else list(order)  # `order=shapes` on the command line is one name
-    for name in order:
-        if name not in KNOWN_DOMAINS:
-            raise UnknownNameError("synthetic domain", name, KNOWN_DOMAINS)
+    order = checked_domains(opts["order"])
     tasks = []
     for index, name in enumerate(order):
         common = {"image_size": opts["image_size"], "seed": opts["data_seed"], "style": style}

@@ -16,7 +16,7 @@ import random
 from typing import Any
 
 from condu_bench.data.task import TaskData
-from condu_bench.errors import UnknownNameError, UserError
+from condu_bench.errors import UserError
 from condu_bench.scenarios.base import Scenario, Stream
 
 DEFAULTS: dict[str, Any] = {
@@ -45,8 +45,8 @@ def _half(dataset: Any, indices: list[int], labels: list[int], classnames: list[
 def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | None = None) -> Scenario:
     from condu_bench.datasets.base_novel import base_novel_labels
     from condu_bench.datasets.fewshot import VAL_SHOTS_CAP, draw_indices
-    from condu_bench.scenarios.synthetic import checked_style, checked_world_version
-    from condu_bench.synthetic.domains import DOMAIN_NAMES, KNOWN_DOMAINS, domain_classnames, domain_templates, make_domain_split
+    from condu_bench.scenarios.synthetic import checked_domains, checked_style, checked_world_version
+    from condu_bench.synthetic.domains import domain_classnames, domain_templates, make_domain_split
 
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
@@ -54,11 +54,7 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
     opts = {**DEFAULTS, **options}
     style = checked_style(opts["style"])
     world_version = checked_world_version(opts["world_version"])
-    domains = opts["domains"] or DOMAIN_NAMES
-    domains = [domains] if isinstance(domains, str) else list(domains)
-    for name in domains:
-        if name not in KNOWN_DOMAINS:
-            raise UnknownNameError("synthetic domain", name, KNOWN_DOMAINS)
+    domains = checked_domains(opts["domains"])
     shots = int(opts["shots"])
     if shots < 1:
         raise UserError(f"scenario.options.shots must be a positive number of images per class, not {shots}")
