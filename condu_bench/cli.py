@@ -81,7 +81,13 @@ def _yaml_description(path: Path) -> str:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from condu_bench.synthetic.pretrain import PretrainConfig, cached_tiny_clip
 
-    path = cached_tiny_clip(PretrainConfig(seed=args.seed), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    from condu_bench.config import ModelConfig, apply_overrides
+    from condu_bench.models.loading import synthetic_pretrain_config
+
+    tag = "synthetic" if args.seed == 0 else f"synthetic-seed{args.seed}"
+    recipe = apply_overrides({}, args.options)
+    cfg = synthetic_pretrain_config(ModelConfig(pretrained=tag, pretrain=recipe))
+    path = cached_tiny_clip(cfg, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                             progress=not args.no_progress, rebuild=args.rebuild)
     print(path)
     return 0
@@ -181,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--cache-dir", help="cache directory (default $CONDU_BENCH_CACHE or ~/.cache/condu-bench)")
     pre.add_argument("--no-progress", action="store_true")
     pre.add_argument("--seed", type=int, default=0, help="pretraining seed (model.pretrained=synthetic-seedN uses seed N)")
+    pre.add_argument("options", nargs="*", metavar="KEY=VALUE",
+                     help="recipe changes, as model.pretrain.KEY=VALUE in a run (e.g. init_logit_scale=100)")
     pre.set_defaults(func=cmd_pretrain)
 
     world = sub.add_parser("world-check", help="check the synthetic world's properties over pretrained models and seeds",

@@ -34,6 +34,9 @@ class ModelConfig:
     ``quick_gelu: null`` means automatic: on for OpenAI weights, whose towers were trained with QuickGELU.
     ``trust_torchscript: true`` allows a TorchScript checkpoint that is not one of OpenAI's released files (loading
     TorchScript runs code from the file); it changes no result, so it is not part of the config hash.
+    ``pretrain`` changes the synthetic tiny CLIP's pretraining recipe (fields of
+    :class:`condu_bench.synthetic.pretrain.PretrainConfig` but ``arch`` and ``seed``, e.g. ``init_logit_scale: 100``);
+    each recipe is pretrained once and cached under its own fingerprint.
     """
 
     arch: str = "condu-tiny-vit"
@@ -42,6 +45,7 @@ class ModelConfig:
     quick_gelu: bool | None = None
     cache_dir: str | None = None
     trust_torchscript: bool = False
+    pretrain: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ def method_run_config(config: RunConfig, method: str, seed: int, method_config: 
     data.pop("num_workers")
     data.pop("logging")
     data["model"].pop("trust_torchscript")  # none of these changes results
+    if not data["model"]["pretrain"]:
+        data["model"].pop("pretrain")  # the calibrated recipe: the hashes of runs from before the option stay valid
     for speed_only in ("decoded_cache", "cache_dir", "feature_cache"):
         data["eval"].pop(speed_only)
     return data

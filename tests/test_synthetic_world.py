@@ -263,22 +263,91 @@ def test_cache_that_does_not_load_is_rebuilt_but_os_errors_propagate(tmp_path, t
     assert P.BUILD_COUNT == n0 + 1
 
 
-def test_pretrain_command_builds_once_per_seed(tmp_path, tiny_cfg, monkeypatch, capsys):
+def _recipe_options(cfg) -> list[str]:
+    """``cfg``'s fields that differ from the calibrated recipe, as ``KEY=VALUE`` options."""
     import dataclasses
 
+    from condu_bench.synthetic.pretrain import PretrainConfig
+
+    default = PretrainConfig()
+    return [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
+            if f.name != "seed" and getattr(cfg, f.name) != getattr(default, f.name)]
+
+
+def test_pretrain_command_builds_once_per_seed_and_recipe(tmp_path, tiny_cfg, capsys):
     from condu_bench import cli
     from condu_bench.synthetic import pretrain as P
 
-    monkeypatch.setattr(P, "PretrainConfig", lambda seed=0: dataclasses.replace(tiny_cfg, seed=seed))
+    base = ["pretrain", "--cache-dir", str(tmp_path), "--no-progress", "--seed", "3", *_recipe_options(tiny_cfg)]
     n0 = P.BUILD_COUNT
-    assert cli.main(["pretrain", "--cache-dir", str(tmp_path), "--no-progress", "--seed", "3"]) == 0
+    assert cli.main(base) == 0
     path = capsys.readouterr().out.strip()
-    assert P.read_sidecar(P.Path(path))["config"]["seed"] == 3 and P.BUILD_COUNT == n0 + 1
-    assert cli.main(["pretrain", "--cache-dir", str(tmp_path), "--no-progress", "--seed", "3"]) == 0
+    side = P.read_sidecar(P.Path(path))
+    assert side["config"]["seed"] == 3 and side["config"]["steps"] == tiny_cfg.steps and P.BUILD_COUNT == n0 + 1
+    assert cli.main(base) == 0
     assert capsys.readouterr().out.strip() == path and P.BUILD_COUNT == n0 + 1  # cached
-    assert cli.main(["pretrain", "--cache-dir", str(tmp_path), "--no-progress", "--seed", "3", "--rebuild"]) == 0
+    assert cli.main([*base, "--rebuild"]) == 0
     assert P.BUILD_COUNT == n0 + 2
+    assert cli.main([*base, "init_logit_scale=100"]) == 0  # another recipe: its own file
+    other = capsys.readouterr().out.strip().splitlines()[-1]
+    assert other != path and P.read_sidecar(P.Path(other))["config"]["init_logit_scale"] == 100.0
+    assert P.BUILD_COUNT == n0 + 3
+    assert cli.main([*base, "init_logit_scal=100"]) == 2  # a clear error, nothing built
+    assert "did you mean 'init_logit_scale'" in capsys.readouterr().err and P.BUILD_COUNT == n0 + 3
 
+
+def test_init_logit_scale_sets_the_starting_temperature_and_is_hashed_only_when_set(tmp_path, tiny_cfg):
+    import dataclasses
+    import math
+
+    from safetensors.torch import load_file
+
+    from condu_bench.synthetic import pretrain as P
+
+    # the calibrated recipe's fingerprint names every cached tiny CLIP: a new recipe field must not move it
+    assert P.PretrainConfig().fingerprint() == "0027370b1d286726"
+    hot = dataclasses.replace(tiny_cfg, init_logit_scale=100.0)
+    assert hot.fingerprint() != tiny_cfg.fingerprint()
+    assert dataclasses.replace(tiny_cfg, init_logit_scale=100).fingerprint() == hot.fingerprint()
+    scales = {}
+    for cfg in (tiny_cfg, hot):
+        weights = load_file(str(P.cached_tiny_clip(cfg, cache_dir=tmp_path, progress=False)))
+        scales[cfg.init_logit_scale] = math.exp(float(weights["logit_scale"]))
+    # two AdamW steps at lr <= 2e-3 move log(scale) by at most about 0.004
+    assert abs(scales[None] - 1 / 0.07) < 0.1 and 99.0 < scales[100.0] <= 100.0
+    with pytest.raises(ValueError, match=r"init_logit_scale must be in \(0, 100\]"):
+        P.PretrainConfig(init_logit_scale=0.0)
+
+
+def test_model_pretrain_overrides_the_synthetic_recipe_and_is_checked():
+    from condu_bench.config import ModelConfig
+    from condu_bench.errors import UserError
+    from condu_bench.models.loading import synthetic_pretrain_config
+
+    cfg = synthetic_pretrain_config(ModelConfig(pretrained="synthetic-seed2", pretrain={"init_logit_scale": 100}))
+    assert (cfg.seed, cfg.init_logit_scale, cfg.steps) == (2, 100.0, 950)
+    assert synthetic_pretrain_config(ModelConfig(pretrained="synthetic")).init_logit_scale is None
+    for pretrain, message in [({"init_logit_scal": 100}, "did you mean 'init_logit_scale'"),
+                              ({"seed": 1}, "set by model.arch and the model.pretrained tag"),
+                              ({"steps": "many"}, "model.pretrain.steps: expected an integer"),
+                              ({"init_logit_scale": 300}, r"init_logit_scale must be in \(0, 100\]")]:
+        with pytest.raises(UserError, match=message):
+            synthetic_pretrain_config(ModelConfig(pretrained="synthetic", pretrain=pretrain))
+    with pytest.raises(UserError, match="synthetic tiny CLIP only"):
+        synthetic_pretrain_config(ModelConfig(arch="ViT-B-16", pretrained="openai", pretrain={"steps": 10}))
+
+
+def test_run_config_holds_model_pretrain_only_when_set():
+    from condu_bench.config import RunConfig, config_hash, from_dict
+    from condu_bench.experiment import method_run_config
+
+    def resolved(model: dict) -> dict:
+        config = from_dict(RunConfig, {"model": model, "methods": ["zeroshot"], "seeds": [0]})
+        return method_run_config(config, "zeroshot", 0, None, config.train)
+
+    plain, hot = resolved({}), resolved({"pretrain": {"init_logit_scale": 100}})
+    assert "pretrain" not in plain["model"]  # runs from before the option keep their hashes
+    assert hot["model"]["pretrain"] == {"init_logit_scale": 100} and config_hash(hot) != config_hash(plain)
 
 
 def test_a_style_changes_only_the_domains_it_names():

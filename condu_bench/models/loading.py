@@ -133,16 +133,26 @@ def synthetic_pretrain_config(cfg: ModelConfig):
 
     ``pretrained: synthetic`` is the tiny CLIP pretrained with seed 0; ``synthetic-seedN`` one pretrained with
     seed N (another CPU's floating-point results amount to another pretrained model: check the world on several).
+    ``model.pretrain`` overrides the recipe (a UserError for other weights, for ``arch`` / ``seed``, which the model
+    config and the tag set, and for a key or value the recipe does not take).
     """
     tag = cfg.pretrained or ""
     if cfg.checkpoint or not (tag == "synthetic" or tag.startswith("synthetic-seed")):
+        if cfg.pretrain:
+            raise UserError(f"model.pretrain changes the pretraining of the synthetic tiny CLIP only (model.pretrained="
+                            f"synthetic or synthetic-seedN, no model.checkpoint); this config loads {cfg.checkpoint or tag!r}")
         return None
+    from condu_bench.config import from_dict
     from condu_bench.synthetic.pretrain import PretrainConfig
 
     seed_text = tag.removeprefix("synthetic").removeprefix("-seed") or "0"
     if not seed_text.isdigit():
         raise UserError(f"model.pretrained={tag!r}: the synthetic tags are 'synthetic' and 'synthetic-seedN' (N an integer)")
-    return PretrainConfig(arch=cfg.arch, seed=int(seed_text))
+    fixed = [key for key in ("arch", "seed") if key in cfg.pretrain]
+    if fixed:
+        raise UserError(f"model.pretrain.{fixed[0]} is set by model.arch and the model.pretrained tag (synthetic-seedN), "
+                        "not by model.pretrain")
+    return from_dict(PretrainConfig, {**cfg.pretrain, "arch": cfg.arch, "seed": int(seed_text)}, "model.pretrain")
 
 
 def resolve_weights(cfg: ModelConfig, progress: bool = True) -> Path | None:

@@ -51,6 +51,10 @@ _MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's default (OpenAI) norm
 _STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+#: recipe fields that enter the fingerprint only when set (not None)
+_HASHED_WHEN_SET = ("init_logit_scale",)
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Recipe of the tiny CLIP; the defaults are the calibrated ones (about 3.5 min on 2 CPU cores)."""
@@ -66,15 +70,28 @@ class PretrainConfig:
     seed: int = 0
     threads: int = 2
     eval_n_per_class: int = 40  # zero-shot check recorded in the sidecar metrics (0 disables)
+    # the temperature exp(logit_scale) set before the first step; None keeps open_clip's initial 1/0.07 (the
+    # calibrated model ends at 18 from there). 100 starts from CLIP's final value, to study the temperature.
+    init_logit_scale: float | None = None
+
+    def __post_init__(self):
+        if self.init_logit_scale is None:
+            return
+        if not 0 < self.init_logit_scale <= 100:
+            raise ValueError(f"init_logit_scale must be in (0, 100] (training clamps the scale at 100), "
+                             f"got {self.init_logit_scale}")
+        object.__setattr__(self, "init_logit_scale", float(self.init_logit_scale))  # 100 and 100.0: one fingerprint
 
     def fingerprint(self) -> str:
-        """Short hash of the config, the arch's JSON config and the generator version."""
+        """Short hash of the config, the arch's JSON config and the generator version. Fields added since the
+        calibration (:data:`_HASHED_WHEN_SET`) count only when set, so the cached calibrated models stay valid."""
         from condu_bench.models.configs import CONFIG_DIR
 
         arch_json = CONFIG_DIR / f"{self.arch}.json"
         arch_cfg = json.loads(arch_json.read_text()) if arch_json.is_file() else None
+        config = {k: v for k, v in dataclasses.asdict(self).items() if not (k in _HASHED_WHEN_SET and v is None)}
         payload = {
-            "config": dataclasses.asdict(self),
+            "config": config,
             "arch_cfg": arch_cfg,
             "generator_version": GENERATOR_VERSION,
             "sidecar_format": SIDECAR_FORMAT,
@@ -164,6 +181,9 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
         from condu_bench.models.loading import new_open_clip
 
         model, tokenizer = new_open_clip(cfg.arch), open_clip.get_tokenizer(cfg.arch)
+        if cfg.init_logit_scale is not None:
+            with torch.no_grad():
+                model.logit_scale.fill_(math.log(cfg.init_logit_scale))
         model.train()
 
         t0 = time.perf_counter()
