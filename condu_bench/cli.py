@@ -106,6 +106,13 @@ def cmd_world_check(args: argparse.Namespace) -> int:
             raise UserError(f"seed lists are integers separated by commas, got {text!r}") from None
 
     overrides = ["progress=false", *args.overrides]
+    if args.geometry:
+        from condu_bench.synthetic.geometry import run_geometry_check
+
+        if args.ranking:
+            raise UserError("--geometry measures the pretrained models without training; it does not combine with --ranking")
+        print(run_geometry_check(seeds(args.pretrain_seeds), overrides, b2n=args.b2n))
+        return 0
     if args.b2n:
         from condu_bench.synthetic.b2n_check import run_b2n_check
 
@@ -205,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--b2n", action="store_true",
                        help="check issue 8's base-to-novel properties on benchmarks/synthetic_b2n.yaml instead "
                             "(zero-shot, CoOp, KgCoOp, CLIPFit, MergeTune; about 2 core-minutes per run)")
+    world.add_argument("--geometry", action="store_true",
+                       help="print, per pretrained model and domain, the zero-shot embedding geometry (text-text and "
+                            "image-text cosines, top-1 minus top-2 margin, logit gap at the model's temperature) of the "
+                            "benchmark's test split, without training (seconds; with --b2n: the base-to-novel benchmark's)")
     world.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the benchmark")
     world.set_defaults(func=cmd_world_check)
 

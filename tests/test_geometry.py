@@ -1,0 +1,59 @@
+"""The zero-shot embedding geometry of ``condu-bench world-check --geometry``: hand-computed on a fixed embedding,
+and the command end to end on the micro CLIP."""
+
+import math
+
+import pytest
+import torch
+
+from condu_bench.synthetic import geometry
+
+
+class IdentityImages(torch.nn.Module):
+    """A 'CLIP' whose image features are the input vectors themselves, at temperature 50."""
+
+    def __init__(self):
+        super().__init__()
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(50.0)))
+
+    def encode_image(self, images):
+        return images
+
+
+def test_domain_geometry_on_a_hand_made_embedding(monkeypatch):
+    from condu_bench.models import classifier
+    from condu_bench.synthetic import domains
+
+    classes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # pairwise cosines 0, 0.6, 0.8
+    # label 0 and 1 on their own class; the label-2 image lies on class 0 (a confident error)
+    items = [(torch.tensor([1.0, 0.0]), 0), (torch.tensor([0.0, 1.0]), 1), (torch.tensor([1.0, 0.0]), 2)]
+    monkeypatch.setattr(classifier, "text_classifier", lambda *args, **kwargs: classes)
+    monkeypatch.setattr(domains, "domain_classnames", lambda name: ["a", "b", "c"])
+    monkeypatch.setattr(domains, "make_domain_split", lambda *args, **kwargs: items)
+    g = geometry.domain_geometry(IdentityImages(), None, lambda x: x, "shapes", n_per_class=1, batch_size=2)
+    assert g.num_classes == 3
+    assert g.text_cos == pytest.approx((0.0 + 0.6 + 0.8) / 3)
+    assert g.image_text_cos == pytest.approx((1.0 + 1.0 + 0.6) / 3)
+    # margins: 1 - 0.6, 1 - 0.8, 1 - 0.6
+    assert g.margin == pytest.approx((0.4 + 0.2 + 0.4) / 3)
+    assert g.accuracy == pytest.approx(200 / 3)
+    assert g.temperature == pytest.approx(50.0) and g.logit_gap == pytest.approx(50.0 / 3)
+    assert "| m | shapes | 3 | 0.47 | 0.87 | 0.333 | 16.67 | 50.0 | 66.7 |" in geometry.geometry_table([("m", g)])
+
+
+MICRO = ["model.arch=condu-micro-vit", "model.pretrained=none", "scenario.options.n_test_per_class=3"]
+
+
+def test_world_check_geometry_prints_each_domain_of_the_benchmark(capsys):
+    from condu_bench.cli import main
+
+    assert main(["world-check", "--geometry", "--pretrain-seeds", "0", *MICRO,
+                 "scenario.options.order=[shapes,counts]"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| synthetic |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["shapes", "counts"]
+    assert main(["world-check", "--geometry", "--b2n", "--pretrain-seeds", "0", *MICRO,
+                 "scenario.options.domains=[colours]"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| synthetic |")]
+    assert [row.split("|")[2:4] for row in rows] == [[" colours ", " 8 "]]
+    assert main(["world-check", "--geometry", "--ranking"]) == 2
+    assert "does not combine with --ranking" in capsys.readouterr().err
