@@ -38,7 +38,20 @@ def test_domain_geometry_on_a_hand_made_embedding(monkeypatch):
     assert g.margin == pytest.approx((0.4 + 0.2 + 0.4) / 3)
     assert g.accuracy == pytest.approx(200 / 3)
     assert g.temperature == pytest.approx(50.0) and g.logit_gap == pytest.approx(50.0 / 3)
-    assert "| m | shapes | 3 | 0.47 | 0.87 | 0.333 | 16.67 | 50.0 | 66.7 |" in geometry.geometry_table([("m", g)])
+    # cross-entropy smoothed by 0.2 over 3 classes is smallest at p = 0.8667 vs 0.0667: a logit gap of ln 13
+    assert g.smoothed_gap(0.2) == pytest.approx(math.log(13)) and g.smoothed_gap(0.0) == math.inf
+    assert "| m | shapes | 3 | 0.47 | 0.87 | 0.333 | 16.67 | 50.0 | 66.7 | 2.56 |" in geometry.geometry_table([("m", g)], 0.2)
+
+
+def test_the_smoothed_gap_is_where_smoothed_cross_entropy_is_smallest():
+    import torch.nn.functional as F
+
+    g = geometry.DomainGeometry("d", 6, 0.0, 0.0, 0.0, 0.0, 1.0)
+    gaps = torch.linspace(0.5, 8.0, 1501)
+    logits = torch.zeros(len(gaps), 6)
+    logits[:, 0] = gaps  # the true class ahead of five equal others by the gap
+    losses = F.cross_entropy(logits, torch.zeros(len(gaps), dtype=torch.long), label_smoothing=0.2, reduction="none")
+    assert float(gaps[losses.argmin()]) == pytest.approx(g.smoothed_gap(0.2), abs=0.01)
 
 
 MICRO = ["model.arch=condu-micro-vit", "model.pretrained=none", "scenario.options.n_test_per_class=3"]
