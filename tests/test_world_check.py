@@ -99,6 +99,29 @@ def test_base_to_novel_properties_on_hand_made_records():
         b2n_facts({k: v for k, v in records.items() if k != "mergetune"})
 
 
+def test_per_domain_margins_show_which_domain_breaks_a_property():
+    from condu_bench.synthetic.b2n_check import b2n_facts, per_domain_table
+
+    def run(coop_novel_a, coop_novel_b):
+        rows = {"zeroshot": (70, 74), "coop": None, "kgcoop": (81, 73), "clipfit": (83, 72), "mergetune": (81, 74)}
+        records = {}
+        for method, pair in rows.items():
+            a = b = pair
+            if method == "coop":
+                a, b = (83, coop_novel_a), (83, coop_novel_b)
+            records[method] = {**b2n_record(*a), "per_dataset": {"a": b2n_record(*a), "b": b2n_record(*b)}}
+        return records
+
+    runs = [run(63, 76), run(65, 75)]  # domain b: CoOp keeps more Novel than zero-shot, KgCoOp and CLIPFit
+    facts = {d: [b2n_facts(r, d) for r in runs] for d in ("a", "b")}
+    assert facts["b"][0]["coop"]["novel"] == 76.0 and facts["a"][1]["coop"]["novel"] == 65.0
+    table = per_domain_table(facts).splitlines()
+    assert table[0].startswith("| domain | CoOp Base - zero-shot Base >= 0 | zero-shot Novel - CoOp Novel >= 0 |")
+    # MergeTune HM 77.34 against CoOp's 71.63 and 72.91
+    assert table[2] == "| a | +13.0 (2 of 2) | +10.0 (2 of 2) | +9.0 (2 of 2) | +8.0 (2 of 2) | +5.1 (2 of 2) |"
+    assert table[3].startswith("| b | +13.0 (2 of 2) | -1.5 (0 of 2) | -2.5 (0 of 2) | -3.5 (0 of 2) |")
+
+
 def test_world_check_b2n_runs_the_synthetic_b2n_methods(tmp_path):
     """The command end to end on the micro CLIP (a few steps per method): one column per seed, every property."""
     from condu_bench.synthetic.b2n_check import B2N_TARGETS, run_b2n_check
@@ -115,8 +138,12 @@ def test_world_check_b2n_runs_the_synthetic_b2n_methods(tmp_path):
     assert sorted(p.name for p in (tmp_path / "synthetic").iterdir() if p.is_dir()) == ["clipfit", "coop", "kgcoop",
                                                                                        "mergetune", "zeroshot"]
     # one selection per domain (one step each here, so epoch 1 of 1), shown under the table per run
-    assert table.splitlines()[-1] == ("MergeTune's kept epoch (best val; median / latest over the domains): "
-                                      "synthetic/seed1 1 / 1, synthetic/seed2 1 / 1")
+    assert ("MergeTune's kept epoch (best val; median / latest over the domains): "
+            "synthetic/seed1 1 / 1, synthetic/seed2 1 / 1") in table.splitlines()
+    # then each domain's margins over the two runs
+    domain_rows = [line.split(" | ")[0] for line in table.splitlines()[-2:]]
+    assert domain_rows == ["| shapes", "| colours"] and all(line.count(" of 2)") == len(B2N_TARGETS)
+                                                          for line in table.splitlines()[-2:])
 
 
 def test_kept_epochs_come_from_the_runs_selection_record():

@@ -29,12 +29,27 @@ B2N_TARGETS = (
 )
 
 
-def b2n_facts(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Base / Novel / HM (the averaged rows) of each method's record of one seed."""
+def b2n_facts(records: dict[str, dict[str, Any]], domain: str | None = None) -> dict[str, dict[str, float]]:
+    """Base / Novel / HM of each method's record of one seed: the averaged rows, or ``domain``'s."""
     missing = [m for m in B2N_METHODS if m not in records]
     if missing:
         raise ValueError(f"the base-to-novel check needs runs of {', '.join(missing)}")
-    return {m: {k: float(records[m][k]) for k in ("base", "novel", "hm")} for m in B2N_METHODS}
+    rows = {m: records[m] if domain is None else records[m]["per_dataset"][domain] for m in B2N_METHODS}
+    return {m: {k: float(row[k]) for k in ("base", "novel", "hm")} for m, row in rows.items()}
+
+
+def per_domain_table(facts: dict[str, list[dict[str, dict[str, float]]]]) -> str:
+    """Per domain (``facts``: its facts of every run), each property's mean margin over the runs and the runs that
+    hold: which domains carry a property and which break it."""
+    lines = ["| domain | " + " | ".join(p.describe() for p in B2N_TARGETS) + " |",
+             "|:---|" + "---:|" * len(B2N_TARGETS)]
+    for domain, runs in facts.items():
+        cells = []
+        for prop in B2N_TARGETS:
+            margins = [prop.margin(f) for f in runs]
+            cells.append(f"{sum(margins) / len(margins):+.1f} ({sum(m >= 0 for m in margins)} of {len(margins)})")
+        lines.append(f"| {domain} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def kept_epochs(record: dict[str, Any]) -> list[int]:
@@ -61,7 +76,7 @@ def run_b2n_check(pretrain_seeds: list[int], seeds: list[int], overrides: list[s
     from condu_bench.config import load_config
     from condu_bench.experiment import run_experiment
 
-    rows, kept = [], []
+    rows, kept, by_domain = [], [], {}
     for pseed in pretrain_seeds:
         tag = pretrained_tag(pseed)
         config = load_config(resolve_benchmark("synthetic_b2n"), [f"model.pretrained={tag}", f"methods={','.join(B2N_METHODS)}",
@@ -71,6 +86,9 @@ def run_b2n_check(pretrain_seeds: list[int], seeds: list[int], overrides: list[s
             by_method = {r["method"]: r for r in records if r["seed"] == seed}
             rows.append((f"{tag}/seed{seed}", b2n_facts(by_method)))
             kept.append((f"{tag}/seed{seed}", kept_epochs(by_method["mergetune"])))
+            for domain in by_method["coop"]["datasets"]:
+                by_domain.setdefault(domain, []).append(b2n_facts(by_method, domain))
     table = margin_table(rows, sections=(("target", B2N_TARGETS),))
     line = kept_epochs_line(kept)
-    return table + ("\n" + line if line else ""), all(not failures(f, B2N_TARGETS) for _, f in rows)
+    table += ("\n" + line if line else "") + "\n\nPer domain (mean margin over the runs, runs that hold):\n\n"
+    return table + per_domain_table(by_domain), all(not failures(f, B2N_TARGETS) for _, f in rows)
