@@ -1,9 +1,9 @@
 """How a pretrained tiny CLIP sees each synthetic domain before any training: the embedding geometry behind the world's
 properties.
 
-CLIP ViT-B/16 puts the prompts of one dataset's classes in a narrow cone (cosine 0.7-0.9 between two classes) and an
-image about 0.3 from its class's prompt, and separates the classes by a top-1 minus top-2 cosine of a few hundredths;
-at its temperature of 100 that is a logit gap of a few units. Every method that mixes a cross-entropy with a
+CLIP ViT-B/16 typically puts the prompts of one dataset's classes in a narrow cone (cosine 0.7-0.9 between two
+classes), an image at a cosine of about 0.3 to its class's prompt, and separates the classes by a top-1 minus top-2
+cosine of a few hundredths; at its temperature of 100 that is a logit gap of a few units. Every method that mixes a cross-entropy with a
 scale-free restraint (MergeTune's cosine anchor, KgCoOp's L2, ZSCL's weight distance), and ConDU's vote of theta_0
 against its experts, depends on these numbers, so ``condu-bench world-check --geometry`` prints them per domain.
 """
