@@ -79,14 +79,13 @@ def _yaml_description(path: Path) -> str:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from condu_bench.synthetic.pretrain import PretrainConfig, cached_tiny_clip
-
     from condu_bench.config import ModelConfig, apply_overrides
     from condu_bench.models.loading import synthetic_pretrain_config
+    from condu_bench.synthetic.pretrain import cached_tiny_clip
+    from condu_bench.synthetic.world_check import pretrained_tag
 
-    tag = "synthetic" if args.seed == 0 else f"synthetic-seed{args.seed}"
     recipe = apply_overrides({}, args.options)
-    cfg = synthetic_pretrain_config(ModelConfig(pretrained=tag, pretrain=recipe))
+    cfg = synthetic_pretrain_config(ModelConfig(pretrained=pretrained_tag(args.seed), pretrain=recipe))
     path = cached_tiny_clip(cfg, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                             progress=not args.no_progress, rebuild=args.rebuild)
     print(path)

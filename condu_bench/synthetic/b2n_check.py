@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from condu_bench.synthetic.world_check import Property, failures, margin_table, pretrained_tag
+from condu_bench.synthetic.world_check import Property, failures, margin_stats, margin_table, pretrained_tag
 
 B2N_METHODS = ("zeroshot", "coop", "kgcoop", "clipfit", "mergetune")
 
@@ -44,11 +44,8 @@ def per_domain_table(facts: dict[str, list[dict[str, dict[str, float]]]]) -> str
     lines = ["| domain | " + " | ".join(p.describe() for p in B2N_TARGETS) + " |",
              "|:---|" + "---:|" * len(B2N_TARGETS)]
     for domain, runs in facts.items():
-        cells = []
-        for prop in B2N_TARGETS:
-            margins = [prop.margin(f) for f in runs]
-            cells.append(f"{sum(margins) / len(margins):+.1f} ({sum(m >= 0 for m in margins)} of {len(margins)})")
-        lines.append(f"| {domain} | " + " | ".join(cells) + " |")
+        stats = [margin_stats(prop, runs) for prop in B2N_TARGETS]
+        lines.append(f"| {domain} | " + " | ".join(f"{mean:+.1f} ({held} of {len(runs)})" for _, mean, held in stats) + " |")
     return "\n".join(lines)
 
 

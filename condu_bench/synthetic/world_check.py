@@ -93,6 +93,12 @@ def failures(facts: dict[str, Any], properties=GATES) -> list[str]:
     return [f"{p.describe()}: {p.measure(facts):.1f}" for p in properties if p.margin(facts) < 0]
 
 
+def margin_stats(prop: Property, runs: list[dict[str, Any]]) -> tuple[float, float, int]:
+    """``prop``'s worst and mean margin over the runs' facts, and how many runs hold."""
+    margins = [prop.margin(f) for f in runs]
+    return min(margins), sum(margins) / len(margins), sum(m >= 0 for m in margins)
+
+
 def margin_table(rows: list[tuple[str, dict[str, Any]]], sections=None) -> str:
     """Markdown: one column per (model, seed) run, one row per property, its value; then the worst and the mean
     margin and how many runs hold (the mean tells a systematic shortfall from noise around the bound).
@@ -106,10 +112,8 @@ def margin_table(rows: list[tuple[str, dict[str, Any]]], sections=None) -> str:
     for kind, props in sections:
         for p in props:
             values = " | ".join(f"{p.measure(f):.1f}" for _, f in rows)
-            margins = [p.margin(f) for _, f in rows]
-            held = sum(m >= 0 for m in margins)
-            lines.append(f"| {p.describe()} | {values} | {min(margins):+.1f} | {sum(margins) / len(margins):+.1f} | "
-                         f"{held} of {len(margins)} | {kind} |")
+            worst, mean, held = margin_stats(p, [f for _, f in rows])
+            lines.append(f"| {p.describe()} | {values} | {worst:+.1f} | {mean:+.1f} | {held} of {len(rows)} | {kind} |")
     return "\n".join(lines)
 
 
