@@ -160,7 +160,7 @@ def _run_locked(config: RunConfig, out: Path, force: bool, log, directory_for, h
     import torch
 
     from condu_bench.method import RunContext, check_method_class
-    from condu_bench.models.loading import load_model
+    from condu_bench.models.loading import check_pretrain_vocabulary, load_model
     from condu_bench.run_observer import make_observer
     from condu_bench.training.device import autocast_factory, pick_device
     from condu_bench.training.runner import MethodRun
@@ -201,6 +201,7 @@ def _run_locked(config: RunConfig, out: Path, force: bool, log, directory_for, h
     for seed in dict.fromkeys(p[0] for p in pending):  # all of them before any training: config errors surface now
         scenarios[seed] = build_scenario(dict(config.scenario.options), seed=seed, data_root=config.data_root)
         check_per_task_keys(config, scenarios[seed], trains)
+    check_pretrain_vocabulary(config.model, [v for s in scenarios.values() for v in s.info.get("pretrain_vocabulary", ())])
     device = pick_device(config.device)
     loaded = load_model(config.model, progress=config.progress)
     model = loaded.model.to(device)

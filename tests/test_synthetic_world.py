@@ -102,6 +102,45 @@ def test_coloured_shapes_classes_are_shape_major_and_drawn_in_their_colour():
     assert centre_is_object("square") > centre_is_object("ring") + 0.3
 
 
+def test_letters_domain_draws_every_class_with_its_own_glyph():
+    assert D.domain_classnames("letters") == list("abcdefghijklmnopqrstuvwxyz")
+    assert "letters" in D.OPT_IN_DOMAINS and "letters" not in D.DOMAIN_NAMES
+    ds = D.make_domain_split("letters", "test", n_per_class=20, image_size=32, seed=0)
+    ink = 255.0 - ds.images.astype(np.float64).mean(-1)  # dark ink on paper
+    targets = np.array(ds.targets)
+    class_means = np.stack([ink[targets == k].mean(0) for k in range(26)])
+    # the printed glyph, resized to 24 of the image's 32 pixels and centred
+    glyphs = np.stack([np.pad(np.asarray(Image.fromarray((D._letter_glyph(k, "printed") * 255).astype(np.uint8))
+                                         .resize((24, 24), Image.BILINEAR), np.float64), 4) for k in range(26)])
+
+    def standardised(a):
+        a = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(1, keepdims=True)
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    correlation = standardised(class_means) @ standardised(glyphs).T
+    assert (correlation.argmax(1) == np.arange(26)).all()  # every class looks most like its own letter
+    # test images use the bank's held-out variants, in all three styles (italic: the captions' rare one)
+    assert not set(D._letter_pool("train")) & set(D._letter_pool("test"))
+    italic = D._letter_glyph(D.LETTERS.index("i"), "italic")
+    assert np.array_equal(italic[0], np.roll(D._letter_glyph(8, "printed")[0], 2))
+
+
+def test_letter_captions_are_an_opt_in_share_of_the_pairs():
+    plain = D.make_caption_dataset(40, seed=1)
+    assert np.array_equal(D.make_caption_dataset(40, seed=1, letters=0.0).images, plain.images)
+    mixed = D.make_caption_dataset(40, seed=1, letters=0.25)
+    scenes = D._scene_captions(30, image_size=32, seed=1)
+    assert np.array_equal(mixed.images[:30], scenes.images) and mixed.captions[:30] == scenes.captions
+    forms = ("the letter ", "a capital ", "the character ", "a letter ")
+    for caption in mixed.captions[30:]:
+        assert caption.startswith(forms), caption
+        letter = next(caption[len(f):].split(" ")[0].rstrip(".") for f in forms if caption.startswith(f))
+        assert letter in D.LETTERS
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="share of the caption pairs"):
+            D.make_caption_dataset(40, letters=bad)
+
+
 def test_caption_dataset():
     cd = D.make_caption_dataset(200, image_size=32, seed=1)
     again = D.make_caption_dataset(200, image_size=32, seed=1)
@@ -319,6 +358,20 @@ def test_init_logit_scale_sets_the_starting_temperature_and_is_hashed_only_when_
         P.PretrainConfig(init_logit_scale=0.0)
 
 
+def test_letters_recipe_field_is_checked_and_hashed_only_when_set():
+    import dataclasses
+
+    from condu_bench.synthetic import pretrain as P
+
+    base = P.PretrainConfig()
+    assert base.letters is None and base.fingerprint() == "0027370b1d286726"
+    with_letters = dataclasses.replace(base, letters=0.2)
+    assert with_letters.fingerprint() not in (base.fingerprint(), dataclasses.replace(base, letters=0.3).fingerprint())
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ValueError, match="share of caption pairs"):
+            P.PretrainConfig(letters=bad)
+
+
 def test_model_pretrain_overrides_the_synthetic_recipe_and_is_checked():
     from condu_bench.config import ModelConfig
     from condu_bench.errors import UserError
@@ -335,6 +388,28 @@ def test_model_pretrain_overrides_the_synthetic_recipe_and_is_checked():
             synthetic_pretrain_config(ModelConfig(pretrained="synthetic", pretrain=pretrain))
     with pytest.raises(UserError, match="synthetic tiny CLIP only"):
         synthetic_pretrain_config(ModelConfig(arch="ViT-B-16", pretrained="openai", pretrain={"steps": 10}))
+
+
+def test_a_scenario_with_letters_needs_a_tiny_clip_pretrained_on_letters():
+    from condu_bench.config import ModelConfig
+    from condu_bench.errors import UserError
+    from condu_bench.models.loading import check_pretrain_vocabulary
+    from condu_bench.scenarios.synthetic import build_synthetic_mtil
+    from condu_bench.scenarios.synthetic_b2n import build_synthetic_b2n
+
+    small = {"n_test_per_class": 2, "image_size": 16}
+    b2n = build_synthetic_b2n({"domains": ["digits", "letters"], "n_pool_per_class": 6, "shots": 2, **small}, seed=1)
+    mtil = build_synthetic_mtil({"order": ["letters"], "n_train_per_class": 2, **small}, seed=0)
+    assert b2n.info["pretrain_vocabulary"] == mtil.info["pretrain_vocabulary"] == ["letters"]
+    assert "pretrain_vocabulary" not in build_synthetic_b2n({"domains": ["digits"], "n_pool_per_class": 6, "shots": 2,
+                                                             **small}, seed=1).info
+    with pytest.raises(UserError, match=r"pretrained with captions of letters.*model\.pretrain\.letters="):
+        check_pretrain_vocabulary(ModelConfig(pretrained="synthetic-seed1"), ["letters"])
+    check_pretrain_vocabulary(ModelConfig(pretrained="synthetic-seed1", pretrain={"letters": 0.3}), ["letters"])
+    check_pretrain_vocabulary(ModelConfig(pretrained="synthetic"), [])
+    check_pretrain_vocabulary(ModelConfig(arch="ViT-B-16", pretrained="openai"), ["letters"])  # a real CLIP's own
+    with pytest.raises(UserError, match="share of caption pairs"):
+        check_pretrain_vocabulary(ModelConfig(pretrained="synthetic", pretrain={"letters": 2}), ["letters"])
 
 
 def test_run_config_holds_model_pretrain_only_when_set():

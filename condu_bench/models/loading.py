@@ -19,7 +19,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from condu_bench.atomic_io import sha256_file
 from condu_bench.config import ModelConfig
@@ -153,6 +153,17 @@ def synthetic_pretrain_config(cfg: ModelConfig):
         raise UserError(f"model.pretrain.{fixed[0]} is set by model.arch and the model.pretrained tag (synthetic-seedN), "
                         "not by model.pretrain")
     return from_dict(PretrainConfig, {**cfg.pretrain, "arch": cfg.arch, "seed": int(seed_text)}, "model.pretrain")
+
+
+def check_pretrain_vocabulary(cfg: ModelConfig, needed: Iterable[str]) -> None:
+    """A UserError when the synthetic tiny CLIP named by ``cfg`` was pretrained without captions for the recipe
+    fields ``needed`` (a scenario's opt-in domains, e.g. ``letters``): its zero-shot would be chance, silently.
+    Other weights are not checked (a real CLIP's vocabulary is not the project's to know)."""
+    pcfg = synthetic_pretrain_config(cfg)
+    missing = [name for name in sorted(set(needed)) if pcfg is not None and not getattr(pcfg, name)]
+    if missing:
+        raise UserError(f"the scenario's domains need a tiny CLIP pretrained with captions of {', '.join(missing)}; "
+                        f"this one was not: add model.pretrain.{missing[0]}=<share of the caption pairs, e.g. 0.3>")
 
 
 def resolve_weights(cfg: ModelConfig, progress: bool = True) -> Path | None:

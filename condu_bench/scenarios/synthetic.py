@@ -98,7 +98,7 @@ class FewShotSubset:
 
 
 def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | None = None) -> Scenario:
-    from condu_bench.synthetic.domains import domain_classnames, domain_templates, make_domain_split
+    from condu_bench.synthetic.domains import domain_classnames, domain_templates, make_domain_split, pretrain_vocabulary
 
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
@@ -122,6 +122,8 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
     info = {"order": order, "world_version": world_version, **{k: opts[k] for k in ("n_train_per_class", "n_test_per_class", "image_size", "data_seed", "shots")}}
     if style:
         info["style"] = style
+    if pretrain_vocabulary(order):
+        info["pretrain_vocabulary"] = pretrain_vocabulary(order)
     label_space = checked_label_space(opts["label_space"], bool(opts["task_agnostic"]))
     if opts["task_agnostic"]:
         info["label_space"] = label_space

@@ -46,7 +46,7 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
     from condu_bench.datasets.base_novel import base_novel_labels
     from condu_bench.datasets.fewshot import VAL_SHOTS_CAP, draw_indices
     from condu_bench.scenarios.synthetic import checked_domains, checked_style, checked_world_version
-    from condu_bench.synthetic.domains import domain_classnames, domain_templates, make_domain_split
+    from condu_bench.synthetic.domains import domain_classnames, domain_templates, make_domain_split, pretrain_vocabulary
 
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
@@ -93,6 +93,7 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
                       **({"n_train": len(train), "n_val": len(val)} if train is not None else {})},
             )
         streams.append(Stream(name, train=[halves["base"]], evaluate=[halves["base"], halves["novel"]]))
+    vocabulary = {"pretrain_vocabulary": pretrain_vocabulary(domains)} if pretrain_vocabulary(domains) else {}
     return Scenario(name="synthetic_b2n", protocol="base_to_novel", streams=streams,
                     info={"domains": domains, "shots": shots, **{k: opts[k] for k in
-                          ("n_pool_per_class", "n_test_per_class", "image_size", "data_seed")}})
+                          ("n_pool_per_class", "n_test_per_class", "image_size", "data_seed")}, **vocabulary})

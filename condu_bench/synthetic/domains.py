@@ -49,7 +49,10 @@ DOMAIN_NAMES: tuple[str, ...] = ("shapes", "colours", "textures", "digits", "cou
 #: Domains whose classes combine two attributes the captions name together ("a red circle"), so that a domain has
 #: as many classes as a real dataset's base half; not in the default MTIL order, selectable by name.
 COMPOSITE_DOMAINS: tuple[str, ...] = ("coloured_shapes",)
-KNOWN_DOMAINS: tuple[str, ...] = DOMAIN_NAMES + COMPOSITE_DOMAINS
+#: Domains whose vocabulary the calibrated pretraining does not caption: their tiny CLIP must be pretrained with it
+#: (``model.pretrain.letters=<share of the captions>``); selectable by name, in no default list.
+OPT_IN_DOMAINS: tuple[str, ...] = ("letters",)
+KNOWN_DOMAINS: tuple[str, ...] = DOMAIN_NAMES + COMPOSITE_DOMAINS + OPT_IN_DOMAINS
 
 # --------------------------------------------------------------------------------------------------
 # Vocabulary
@@ -67,6 +70,7 @@ _POS_XY = np.array([[0.27, 0.27], [0.73, 0.27], [0.27, 0.73], [0.73, 0.73], [0.5
                    dtype=np.float32)
 NUMBERS = ("one", "two", "three", "four", "five")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+LETTERS = tuple("abcdefghijklmnopqrstuvwxyz")
 
 _CLASSNAMES: dict[str, tuple[str, ...]] = {
     "shapes": SHAPES,
@@ -78,6 +82,7 @@ _CLASSNAMES: dict[str, tuple[str, ...]] = {
     # shape-major: the base half is circles, squares and triangles in every colour, the novel half the other three
     # shapes in the same colours (the colour-major order leaves colours unseen, and prompt tuning then gains on Novel)
     "coloured_shapes": tuple(f"{colour} {shape}" for shape in SHAPES for colour in COLOURS),
+    "letters": LETTERS,
 }
 
 _TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -89,6 +94,7 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     "counts": ("a photo of {} objects.", "{} shapes.", "a drawing of {} things."),
     "positions": ("an object in the {}.", "a shape in the {}.", "a photo of something in the {}."),
     "coloured_shapes": ("a photo of a {}.", "a {}.", "a drawing of a {}.", "a small {}.", "a large {}."),
+    "letters": ("the letter {}.", "a capital {}.", "the character {}.", "a photo of the letter {}."),
 }
 
 
@@ -102,6 +108,15 @@ def domain_templates(name: str) -> list[str]:
     """Prompt templates (each with one ``{}``) of a domain; the first one is the "main" template."""
     _check_domain(name)
     return list(_TEMPLATES[name])
+
+
+#: the pretraining recipe field (of ``PretrainConfig``) that captions an opt-in domain's vocabulary
+_VOCABULARY_FIELD = {"letters": "letters"}
+
+
+def pretrain_vocabulary(domains: Sequence[str]) -> list[str]:
+    """The recipe fields a tiny CLIP must have set in its pretraining to know these domains' class names."""
+    return sorted({_VOCABULARY_FIELD[name] for name in domains if name in _VOCABULARY_FIELD})
 
 
 def _check_domain(name: str) -> None:
@@ -216,31 +231,109 @@ def _glyph(digit: int, style: str) -> np.ndarray:
     return g
 
 
+def _glyph_bank(key: str, glyph: Callable[[int, str], np.ndarray], num_glyphs: int, styles: Sequence[str],
+                drop: float, blot: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8x8 glyphs (values 0..1), their class and style index: every (class, style) in ``_VARIANTS_PER_GLYPH``
+    variants whose ink is thinned (a share ``drop`` of pixels removed) or thickened (``blot`` beside strokes) at
+    random, like different writers."""
+    rng = _rng(0, key)
+    images, labels, style_index = [], [], []
+    for label in range(num_glyphs):
+        for s_index, style in enumerate(styles):
+            base = glyph(label, style)
+            for _ in range(_VARIANTS_PER_GLYPH):
+                keep = rng.random(base.shape) > drop
+                extra = (rng.random(base.shape) < blot) & (np.roll(base, 1, axis=1) > 0)
+                images.append(np.clip(base * keep + extra, 0.0, 1.0) * rng.uniform(0.8, 1.0))
+                labels.append(label)
+                style_index.append(s_index)
+    return np.stack(images).astype(np.float32), np.array(labels, np.int64), np.array(style_index, np.int64)
+
+
+def _bank_pool(bank: tuple[np.ndarray, np.ndarray, np.ndarray], all_styles: Sequence[str], split: str,
+               styles: Sequence[str]) -> np.ndarray:
+    """Indices of a glyph bank usable by ``split`` in the given styles: test owns every 4th variant."""
+    style_of = bank[2]
+    idx = np.arange(len(style_of))
+    wanted = np.isin(style_of, [all_styles.index(s) for s in styles])
+    test = idx % 4 == 0
+    return idx[wanted & (test if split == "test" else ~test)]
+
+
 @functools.lru_cache(maxsize=1)
 def _digit_bank() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """8x8 digit glyphs (values 0..1), their digit and style index: every (digit, style) in
-    ``_VARIANTS_PER_GLYPH`` variants whose ink is thinned or thickened at random, like different writers."""
-    rng = _rng(0, "digit-bank")
-    images, labels, styles = [], [], []
-    for digit in range(10):
-        for s_index, style in enumerate(DIGIT_STYLES):
-            base = _glyph(digit, style)
-            for _ in range(_VARIANTS_PER_GLYPH):
-                keep = rng.random(base.shape) > 0.12  # drop a few ink pixels
-                blot = (rng.random(base.shape) < 0.05) & (np.roll(base, 1, axis=1) > 0)  # and add a few beside strokes
-                images.append(np.clip(base * keep + blot, 0.0, 1.0) * rng.uniform(0.8, 1.0))
-                labels.append(digit)
-                styles.append(s_index)
-    return np.stack(images).astype(np.float32), np.array(labels, np.int64), np.array(styles, np.int64)
+    return _glyph_bank("digit-bank", _glyph, 10, DIGIT_STYLES, drop=0.12, blot=0.05)
 
 
 def _digit_pool(split: str, styles: Sequence[str] = DIGIT_STYLES) -> np.ndarray:
-    """Indices of the digit bank usable by ``split`` in the given styles: test owns every 4th variant."""
-    _, _, style_of = _digit_bank()
-    idx = np.arange(len(style_of))
-    wanted = np.isin(style_of, [DIGIT_STYLES.index(s) for s in styles])
-    test = idx % 4 == 0
-    return idx[wanted & (test if split == "test" else ~test)]
+    return _bank_pool(_digit_bank(), DIGIT_STYLES, split, styles)
+
+
+# 5x7 capital letters in the same grid as the printed digits
+_PRINTED_LETTERS = (
+    ("01110", "10001", "10001", "11111", "10001", "10001", "10001"),  # a
+    ("11110", "10001", "10001", "11110", "10001", "10001", "11110"),
+    ("01110", "10001", "10000", "10000", "10000", "10001", "01110"),
+    ("11110", "10001", "10001", "10001", "10001", "10001", "11110"),
+    ("11111", "10000", "10000", "11110", "10000", "10000", "11111"),  # e
+    ("11111", "10000", "10000", "11110", "10000", "10000", "10000"),
+    ("01110", "10001", "10000", "10111", "10001", "10001", "01111"),
+    ("10001", "10001", "10001", "11111", "10001", "10001", "10001"),
+    ("01110", "00100", "00100", "00100", "00100", "00100", "01110"),  # i
+    ("00111", "00010", "00010", "00010", "00010", "10010", "01100"),
+    ("10001", "10010", "10100", "11000", "10100", "10010", "10001"),
+    ("10000", "10000", "10000", "10000", "10000", "10000", "11111"),
+    ("10001", "11011", "10101", "10101", "10001", "10001", "10001"),  # m
+    ("10001", "10001", "11001", "10101", "10011", "10001", "10001"),
+    ("01110", "10001", "10001", "10001", "10001", "10001", "01110"),
+    ("11110", "10001", "10001", "11110", "10000", "10000", "10000"),
+    ("01110", "10001", "10001", "10001", "10101", "10010", "01101"),  # q
+    ("11110", "10001", "10001", "11110", "10100", "10010", "10001"),
+    ("01111", "10000", "10000", "01110", "00001", "00001", "11110"),
+    ("11111", "00100", "00100", "00100", "00100", "00100", "00100"),
+    ("10001", "10001", "10001", "10001", "10001", "10001", "01110"),  # u
+    ("10001", "10001", "10001", "10001", "10001", "01010", "00100"),
+    ("10001", "10001", "10001", "10101", "10101", "10101", "01010"),
+    ("10001", "10001", "01010", "00100", "01010", "10001", "10001"),
+    ("10001", "10001", "01010", "00100", "00100", "00100", "00100"),  # y
+    ("11111", "00001", "00010", "00100", "01000", "10000", "11111"),
+)
+#: captions show printed and bold letters and rarely slanted ones; the downstream "letters" domain all three alike
+LETTER_STYLES = ("printed", "bold", "italic")
+
+
+def _letter_glyph(letter: int, style: str) -> np.ndarray:
+    g = np.zeros((8, 8), np.float32)
+    rows = np.array([[c == "1" for c in row] for row in _PRINTED_LETTERS[letter]], np.float32)
+    g[0:7, 1:6] = rows
+    if style == "bold":
+        g[:, 2:7] = np.maximum(g[:, 2:7], g[:, 1:6])
+    elif style == "italic":  # the top rows shifted right by two pixels, the middle ones by one
+        for row in range(7):
+            g[row] = np.roll(g[row], (6 - row) // 3)
+    return g
+
+
+@functools.lru_cache(maxsize=1)
+def _letter_bank() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # fewer ink pixels dropped than digits' (0.12): a letter's strokes tell 26 classes apart, not 10
+    return _glyph_bank("letter-bank", _letter_glyph, len(LETTERS), LETTER_STYLES, drop=0.04, blot=0.02)
+
+
+def _letter_pool(split: str, styles: Sequence[str] = LETTER_STYLES) -> np.ndarray:
+    return _bank_pool(_letter_bank(), LETTER_STYLES, split, styles)
+
+
+def _draw_glyphs(labels: np.ndarray, pool: np.ndarray, pool_labels: np.ndarray, num_classes: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """For every image a bank index from ``pool`` showing its label (``pool_labels`` are the pool's labels)."""
+    drawn = np.empty(len(labels), np.int64)
+    for label in range(num_classes):
+        m = labels == label
+        if m.any():
+            cand = pool[pool_labels == label]
+            drawn[m] = cand[rng.integers(0, len(cand), int(m.sum()))]
+    return drawn
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,7 +382,8 @@ def _shape_levels(sid: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _object_alpha(kind: np.ndarray, cx, cy, r, rot, S: int, digit_idx=None) -> np.ndarray:
-    """Alpha masks (m,S,S) for objects. kind < 6: a shape; kind == 6: the digit ``digit_idx``."""
+    """Alpha masks (m,S,S) for objects. kind < 6: a shape; 6: the digit bank's glyph ``digit_idx``; 7: the letter
+    bank's."""
     yy, xx = _grid(S)
     dx = (xx - cx[:, None, None]) / r[:, None, None]
     dy = (yy - cy[:, None, None]) / r[:, None, None]
@@ -298,23 +392,23 @@ def _object_alpha(kind: np.ndarray, cx, cy, r, rot, S: int, digit_idx=None) -> n
     v = -s * dx + c * dy
     out = np.zeros((len(kind), S, S), dtype=np.float32)
     r_pix = (r * S)[:, None, None]
-    for sid in range(7):
+    for sid in range(8):
         m = kind == sid
         if not m.any():
             continue
         if sid < 6:
             out[m] = _soft(_shape_levels(sid, u[m], v[m]), r_pix[m] * 0.9)
         else:
-            out[m] = _digit_alpha(digit_idx[m], u[m], v[m])
+            bank = (_digit_bank if sid == 6 else _letter_bank)()[0]
+            out[m] = _glyph_alpha(bank, digit_idx[m], u[m], v[m])
     return out
 
 
-def _digit_alpha(digit_idx: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Bilinear sample of the 8x8 digit over the box u,v in [-1,1]; sharpened into an alpha."""
-    bank = _digit_bank()[0]
-    m = len(digit_idx)
+def _glyph_alpha(bank: np.ndarray, glyph_idx: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear sample of the bank's 8x8 glyph over the box u,v in [-1,1]; sharpened into an alpha."""
+    m = len(glyph_idx)
     pad = np.zeros((m, 10, 10), dtype=np.float32)
-    pad[:, 1:9, 1:9] = bank[digit_idx]
+    pad[:, 1:9, 1:9] = bank[glyph_idx]
     gx = (u + 1.0) * 4.0 - 0.5 + 1.0  # pixel coordinate in the padded 10x10 grid
     gy = (v + 1.0) * 4.0 - 0.5 + 1.0
     gx = np.clip(gx, 0.0, 8.999)
@@ -598,14 +692,7 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
         tgt = _digit_bank()[1][pool]
         sc.present[:, 0] = True
         sc.kind[:, 0] = 6
-        # draw, for every image, a bank sample of the required digit
-        digit = np.empty(n, np.int64)
-        for dgt in range(10):
-            m = labels == dgt
-            if m.any():
-                cand = pool[tgt == dgt]
-                digit[m] = cand[rng.integers(0, len(cand), int(m.sum()))]
-        sc.digit[:, 0] = digit
+        sc.digit[:, 0] = _draw_glyphs(labels, pool, tgt, 10, rng)
         sc.r[:, 0] = rng.uniform(*knobs.get("digit_r", (0.3, 0.42)), n)
         jitter, tilt = knobs.get("digit_jitter", 0.1), knobs.get("digit_rot", 0.3)
         sc.cx[:, 0] = rng.uniform(0.5 - jitter, 0.5 + jitter, n)
@@ -635,6 +722,18 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
         sc.cy[:, 0] = _POS_XY[labels, 1] + rng.uniform(-jit, jit, n)
         sc.rot[:, 0] = rng.uniform(0, 2 * np.pi, n)
         sc.rgb[:, 0] = _palette(rng, rng.integers(0, 8, n), hj, (0.4, 1.0), (0.5, 1.0))
+        _fix_visibility(sc, idx)
+    elif name == "letters":  # one capital letter, in any of the bank's styles (the captions rarely show italic)
+        _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=0.6), (0.05, 0.3))
+        pool = _letter_pool("test" if knobs.get("split") == "test" else "train")
+        sc.present[:, 0] = True
+        sc.kind[:, 0] = 7
+        sc.digit[:, 0] = _draw_glyphs(labels, pool, _letter_bank()[1][pool], len(LETTERS), rng)
+        sc.r[:, 0] = rng.uniform(0.38, 0.46, n)
+        sc.cx[:, 0] = rng.uniform(0.42, 0.58, n)
+        sc.cy[:, 0] = rng.uniform(0.42, 0.58, n)
+        sc.rot[:, 0] = rng.uniform(-0.25, 0.25, n)
+        sc.rgb[:, 0] = _palette(rng, rng.integers(0, 8, n), hj, (0.3, 1.0), (0.6, 1.0))
         _fix_visibility(sc, idx)
     elif name == "coloured_shapes":  # one object, its shape and colour the class, on a pale background
         _sample_background(sc, rng, idx, _bg_kinds(rng, n), con, sat=(0.0, 0.3))
@@ -690,6 +789,9 @@ def _own_look(name: str, sc: _Scene, rng: np.random.Generator) -> None:
         _plain(sc, grey(0.85, 1.0))
         sc.kind[:] = 0
         sc.rgb[:] = grey(0.05, 0.25)[:, None, :]
+    elif name == "letters":  # dark ink on paper
+        _plain(sc, grey(0.8, 1.0))
+        sc.rgb[:, 0] = grey(0.0, 0.3)
     elif name == "positions":  # a yellow star on a dark blue board
         hue, sat = np.full(n, 0.6, np.float32), np.full(n, 0.6, np.float32)
         _plain(sc, _hsv_to_rgb(hue, sat, rng.uniform(0.2, 0.35, n).astype(np.float32)))
@@ -742,15 +844,65 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def make_caption_dataset(n: int, *, image_size: int = 32, seed: int = 0) -> CaptionDataset:
+def make_caption_dataset(n: int, *, image_size: int = 32, seed: int = 0, letters: float = 0.0) -> CaptionDataset:
     """``n`` (image, caption) pairs of compositional scenes, e.g.
     "a small red triangle in the top left on a striped background" (attributes sometimes omitted).
 
     The scene mix covers every domain's concepts (single objects, counted objects, printed digits,
-    full-image textures) on cleaner images than the downstream splits.
+    full-image textures) on cleaner images than the downstream splits. ``letters`` is the share of pairs that show
+    a captioned capital letter ("the letter k"), the vocabulary of the opt-in ``letters`` domain; at 0 (the
+    calibrated recipe) the pairs are exactly those of the worlds before letters existed.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
+    if not 0.0 <= letters < 1.0:
+        raise ValueError(f"letters is a share of the caption pairs in [0, 1), got {letters}")
+    n_letters = int(round(n * letters))
+    if n_letters == 0:
+        return _scene_captions(n, image_size=image_size, seed=seed)
+    scenes = _scene_captions(n - n_letters, image_size=image_size, seed=seed)
+    glyphs = _letter_captions(n_letters, image_size=image_size, seed=seed)
+    return CaptionDataset(np.concatenate([scenes.images, glyphs.images]), scenes.captions + glyphs.captions)
+
+
+def _letter_captions(n: int, *, image_size: int, seed: int) -> CaptionDataset:
+    """``n`` captioned capital letters ("the letter k in red on a dotted background"), mostly printed and bold."""
+    rng = _rng(seed, "letter-captions", n, image_size)
+    sc = _Scene(n, K=1)
+    idx = np.arange(n)
+    knobs = _CLEAN
+    _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=0.45), knobs["bg_contrast"])
+    # printed and bold three times as often as italic, as digits' captions rarely show seven segments
+    pool = np.concatenate([_letter_pool("train", ("printed", "bold"))] * 3 + [_letter_pool("train", ("italic",))])
+    glyph = pool[rng.integers(0, len(pool), n)]
+    letter = _letter_bank()[1][glyph]
+    col = rng.integers(0, 8, n)
+    sc.present[:, 0] = True
+    sc.kind[:, 0] = 7
+    sc.digit[:, 0] = glyph
+    sc.r[:, 0] = rng.uniform(0.4, 0.48, n)
+    sc.cx[:, 0] = rng.uniform(0.44, 0.56, n)
+    sc.cy[:, 0] = rng.uniform(0.44, 0.56, n)
+    sc.rot[:, 0] = rng.uniform(-0.15, 0.15, n)
+    sc.rgb[:, 0] = _palette(rng, col, knobs["hue_jit"], (0.3, 1.0), (0.6, 1.0))
+    _fix_visibility(sc, idx)
+    _lighting(sc, rng, idx, knobs)
+    images = _render(sc, image_size, rng)
+    u = rng.random((n, 3))
+    forms = ("the letter {}", "a capital {}", "the character {}", "a letter {}")
+    captions = []
+    for i in range(n):
+        body = forms[int(u[i, 0] * len(forms))].format(LETTERS[letter[i]])
+        if u[i, 1] < 0.3:
+            body += f" in {COLOURS[col[i]]}"
+        if u[i, 2] < 0.45:
+            body += f" on a {TEXTURES[int(sc.bg_kind[i])]} background"
+        captions.append(body + ".")
+    return CaptionDataset(images, captions)
+
+
+def _scene_captions(n: int, *, image_size: int, seed: int) -> CaptionDataset:
+    """The calibrated caption mix (see :func:`make_caption_dataset`)."""
     rng = _rng(seed, "captions", n, image_size)
     # scene types: 0 single object, 1 counted objects, 2 digit, 3 texture
     stype = rng.choice(4, size=n, p=[0.45, 0.15, 0.25, 0.15])

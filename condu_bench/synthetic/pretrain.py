@@ -52,7 +52,7 @@ _STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 #: recipe fields that enter the fingerprint only when set (not None)
-_HASHED_WHEN_SET = ("init_logit_scale",)
+_HASHED_WHEN_SET = ("init_logit_scale", "letters")
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,15 @@ class PretrainConfig:
     # the temperature exp(logit_scale) set before the first step; None keeps open_clip's initial 1/0.07 (the
     # calibrated model ends at 18 from there). 100 starts from CLIP's final value, to study the temperature.
     init_logit_scale: float | None = None
+    # the share of caption pairs that show a captioned capital letter, the vocabulary of the opt-in ``letters``
+    # domain; None (the calibrated recipe) captions no letters
+    letters: float | None = None
 
     def __post_init__(self):
+        if self.letters is not None:
+            if not 0 < self.letters < 1:
+                raise ValueError(f"letters is the share of caption pairs that show a letter, in (0, 1); got {self.letters}")
+            object.__setattr__(self, "letters", float(self.letters))
         if self.init_logit_scale is None:
             return
         if not 0 < self.init_logit_scale <= 100:
@@ -187,7 +194,7 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
         model.train()
 
         t0 = time.perf_counter()
-        data = make_caption_dataset(cfg.n_pairs, image_size=cfg.image_size, seed=cfg.seed)
+        data = make_caption_dataset(cfg.n_pairs, image_size=cfg.image_size, seed=cfg.seed, letters=cfg.letters or 0.0)
         images = data.images  # uint8 (N,H,W,3); normalised per batch (keeps the process small)
         uniq, inverse = np.unique(np.array(data.captions, dtype=object), return_inverse=True)
         text_uniq = tokenizer(list(uniq))
@@ -238,7 +245,7 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
         }
         if cfg.eval_n_per_class > 0:
             zs = {}
-            for name in DOMAIN_NAMES:
+            for name in DOMAIN_NAMES + (("letters",) if cfg.letters else ()):
                 ds = make_domain_split(name, "test", n_per_class=cfg.eval_n_per_class,
                                        image_size=cfg.image_size, seed=cfg.seed)
                 zs[name] = round(zero_shot_accuracy(model, tokenizer, ds), 4)
