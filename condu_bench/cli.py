@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--geometry", action="store_true",
                        help="print, per pretrained model and domain, the zero-shot embedding geometry (text-text and "
                             "image-text cosines, top-1 minus top-2 margin, logit gap at the model's temperature) of the "
-                            "benchmark's test split, without training (seconds; with --b2n: the base-to-novel benchmark's)")
+                            "benchmark's test split and a 16-shot linear probe's accuracy on its frozen image features, "
+                            "without training the model (seconds; with --b2n: the base-to-novel benchmark's)")
     world.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the benchmark")
     world.set_defaults(func=cmd_world_check)
 
