@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--no-progress", action="store_true")
     pre.add_argument("--seed", type=int, default=0, help="pretraining seed (model.pretrained=synthetic-seedN uses seed N)")
     pre.add_argument("options", nargs="*", metavar="KEY=VALUE",
-                     help="recipe changes, as model.pretrain.KEY=VALUE in a run (e.g. init_logit_scale=100)")
+                     help="recipe changes, as model.pretrain.KEY=VALUE in a run (e.g. init_logit_scale=100, letters=0.3)")
     pre.set_defaults(func=cmd_pretrain)
 
     world = sub.add_parser("world-check", help="check the synthetic world's properties over pretrained models and seeds",
