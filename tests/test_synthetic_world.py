@@ -367,6 +367,8 @@ def test_letters_recipe_field_is_checked_and_hashed_only_when_set():
     assert base.letters is None and base.fingerprint() == "0027370b1d286726"
     with_letters = dataclasses.replace(base, letters=0.2)
     assert with_letters.fingerprint() not in (base.fingerprint(), dataclasses.replace(base, letters=0.3).fingerprint())
+    # the pretraining's zero-shot record covers the opt-in domains its captions name, and only those
+    assert D.captioned_opt_in_domains(base) == () and D.captioned_opt_in_domains(with_letters) == ("letters",)
     for bad in (0, 1, 1.5):
         with pytest.raises(ValueError, match="share of caption pairs"):
             P.PretrainConfig(letters=bad)

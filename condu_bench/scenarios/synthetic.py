@@ -122,8 +122,9 @@ def build_synthetic_mtil(options: dict[str, Any], seed: int, data_root: str | No
     info = {"order": order, "world_version": world_version, **{k: opts[k] for k in ("n_train_per_class", "n_test_per_class", "image_size", "data_seed", "shots")}}
     if style:
         info["style"] = style
-    if pretrain_vocabulary(order):
-        info["pretrain_vocabulary"] = pretrain_vocabulary(order)
+    vocabulary = pretrain_vocabulary(order)
+    if vocabulary:
+        info["pretrain_vocabulary"] = vocabulary
     label_space = checked_label_space(opts["label_space"], bool(opts["task_agnostic"]))
     if opts["task_agnostic"]:
         info["label_space"] = label_space

@@ -93,7 +93,9 @@ def build_synthetic_b2n(options: dict[str, Any], seed: int, data_root: str | Non
                       **({"n_train": len(train), "n_val": len(val)} if train is not None else {})},
             )
         streams.append(Stream(name, train=[halves["base"]], evaluate=[halves["base"], halves["novel"]]))
-    vocabulary = {"pretrain_vocabulary": pretrain_vocabulary(domains)} if pretrain_vocabulary(domains) else {}
-    return Scenario(name="synthetic_b2n", protocol="base_to_novel", streams=streams,
-                    info={"domains": domains, "shots": shots, **{k: opts[k] for k in
-                          ("n_pool_per_class", "n_test_per_class", "image_size", "data_seed")}, **vocabulary})
+    scenario_info = {"domains": domains, "shots": shots, **{k: opts[k] for k in
+                     ("n_pool_per_class", "n_test_per_class", "image_size", "data_seed")}}
+    vocabulary = pretrain_vocabulary(domains)
+    if vocabulary:
+        scenario_info["pretrain_vocabulary"] = vocabulary
+    return Scenario(name="synthetic_b2n", protocol="base_to_novel", streams=streams, info=scenario_info)

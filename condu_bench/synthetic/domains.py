@@ -119,6 +119,11 @@ def pretrain_vocabulary(domains: Sequence[str]) -> list[str]:
     return sorted({_VOCABULARY_FIELD[name] for name in domains if name in _VOCABULARY_FIELD})
 
 
+def captioned_opt_in_domains(recipe: object) -> tuple[str, ...]:
+    """The opt-in domains whose vocabulary field is set on ``recipe`` (a ``PretrainConfig``)."""
+    return tuple(name for name, field in _VOCABULARY_FIELD.items() if getattr(recipe, field))
+
+
 def _check_domain(name: str) -> None:
     if name not in _CLASSNAMES:
         raise KeyError(f"unknown synthetic domain {name!r}; known: {', '.join(KNOWN_DOMAINS)}")
@@ -689,17 +694,9 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
     elif name == "digits":
         _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=knobs.get("digit_plain", 0.6)), (0.05, 0.3))
         pool = _digit_pool("test" if knobs.get("split") == "test" else "train")
-        tgt = _digit_bank()[1][pool]
-        sc.present[:, 0] = True
-        sc.kind[:, 0] = 6
-        sc.digit[:, 0] = _draw_glyphs(labels, pool, tgt, 10, rng)
-        sc.r[:, 0] = rng.uniform(*knobs.get("digit_r", (0.3, 0.42)), n)
         jitter, tilt = knobs.get("digit_jitter", 0.1), knobs.get("digit_rot", 0.3)
-        sc.cx[:, 0] = rng.uniform(0.5 - jitter, 0.5 + jitter, n)
-        sc.cy[:, 0] = rng.uniform(0.5 - jitter, 0.5 + jitter, n)
-        sc.rot[:, 0] = rng.uniform(-tilt, tilt, n)
-        sc.rgb[:, 0] = _palette(rng, rng.integers(0, 8, n), hj, (0.3, 1.0), (0.6, 1.0))
-        _fix_visibility(sc, idx)
+        _place_glyph(sc, rng, idx, 6, _draw_glyphs(labels, pool, _digit_bank()[1][pool], 10, rng),
+                     knobs.get("digit_r", (0.3, 0.42)), (0.5 - jitter, 0.5 + jitter), tilt, hj)
     elif name == "counts":
         _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=knobs.get("count_plain", 0.4)), con)
         cnt = labels + 1
@@ -726,15 +723,8 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
     elif name == "letters":  # one capital letter, in any of the bank's styles (the captions rarely show italic)
         _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=0.6), (0.05, 0.3))
         pool = _letter_pool("test" if knobs.get("split") == "test" else "train")
-        sc.present[:, 0] = True
-        sc.kind[:, 0] = 7
-        sc.digit[:, 0] = _draw_glyphs(labels, pool, _letter_bank()[1][pool], len(LETTERS), rng)
-        sc.r[:, 0] = rng.uniform(0.38, 0.46, n)
-        sc.cx[:, 0] = rng.uniform(0.42, 0.58, n)
-        sc.cy[:, 0] = rng.uniform(0.42, 0.58, n)
-        sc.rot[:, 0] = rng.uniform(-0.25, 0.25, n)
-        sc.rgb[:, 0] = _palette(rng, rng.integers(0, 8, n), hj, (0.3, 1.0), (0.6, 1.0))
-        _fix_visibility(sc, idx)
+        _place_glyph(sc, rng, idx, 7, _draw_glyphs(labels, pool, _letter_bank()[1][pool], len(LETTERS), rng),
+                     (0.38, 0.46), (0.42, 0.58), 0.25, hj)
     elif name == "coloured_shapes":  # one object, its shape and colour the class, on a pale background
         _sample_background(sc, rng, idx, _bg_kinds(rng, n), con, sat=(0.0, 0.3))
         sc.present[:, 0] = True
@@ -797,6 +787,24 @@ def _own_look(name: str, sc: _Scene, rng: np.random.Generator) -> None:
         _plain(sc, _hsv_to_rgb(hue, sat, rng.uniform(0.2, 0.35, n).astype(np.float32)))
         sc.kind[:, 0] = 5
         sc.rgb[:, 0] = _hsv_to_rgb(np.full(n, 0.15, np.float32), np.full(n, 0.7, np.float32), np.ones(n, np.float32))
+
+
+def _place_glyph(sc: _Scene, rng: np.random.Generator, idx: np.ndarray, kind: int, glyphs: np.ndarray,
+                 r_rng: tuple[float, float], centre_rng: tuple[float, float], tilt: float, hue_jit: float,
+                 colours: np.ndarray | None = None) -> None:
+    """One glyph per image ``idx`` as its first object (``kind`` 6: the digit bank's, 7: the letter bank's; ``glyphs``
+    the bank indices): radius, centre (on both axes) and tilt drawn in that order, then a strong colour
+    (``colours``' palette indices, or drawn last when None). Digits and letters, in captions and domains, share it."""
+    m = len(idx)
+    sc.present[idx, 0] = True
+    sc.kind[idx, 0] = kind
+    sc.digit[idx, 0] = glyphs
+    sc.r[idx, 0] = rng.uniform(*r_rng, m)
+    sc.cx[idx, 0] = rng.uniform(*centre_rng, m)
+    sc.cy[idx, 0] = rng.uniform(*centre_rng, m)
+    sc.rot[idx, 0] = rng.uniform(-tilt, tilt, m)
+    sc.rgb[idx, 0] = _palette(rng, rng.integers(0, 8, m) if colours is None else colours, hue_jit, (0.3, 1.0), (0.6, 1.0))
+    _fix_visibility(sc, idx)
 
 
 def _place_counted(sc: _Scene, rng, idx, cnt, r_rng, jitter=0.02):
@@ -877,15 +885,7 @@ def _letter_captions(n: int, *, image_size: int, seed: int) -> CaptionDataset:
     glyph = pool[rng.integers(0, len(pool), n)]
     letter = _letter_bank()[1][glyph]
     col = rng.integers(0, 8, n)
-    sc.present[:, 0] = True
-    sc.kind[:, 0] = 7
-    sc.digit[:, 0] = glyph
-    sc.r[:, 0] = rng.uniform(0.4, 0.48, n)
-    sc.cx[:, 0] = rng.uniform(0.44, 0.56, n)
-    sc.cy[:, 0] = rng.uniform(0.44, 0.56, n)
-    sc.rot[:, 0] = rng.uniform(-0.15, 0.15, n)
-    sc.rgb[:, 0] = _palette(rng, col, knobs["hue_jit"], (0.3, 1.0), (0.6, 1.0))
-    _fix_visibility(sc, idx)
+    _place_glyph(sc, rng, idx, 7, glyph, (0.4, 0.48), (0.44, 0.56), 0.15, knobs["hue_jit"], colours=col)
     _lighting(sc, rng, idx, knobs)
     images = _render(sc, image_size, rng)
     u = rng.random((n, 3))
@@ -944,15 +944,7 @@ def _scene_captions(n: int, *, image_size: int, seed: int) -> CaptionDataset:
     _fix_visibility(sc, i1)
     # --- digits
     i2 = idx_all[stype == 2]
-    sc.present[i2, 0] = True
-    sc.kind[i2, 0] = 6
-    sc.digit[i2, 0] = digit_idx[i2]
-    sc.r[i2, 0] = rng.uniform(0.34, 0.44, len(i2))
-    sc.cx[i2, 0] = rng.uniform(0.44, 0.56, len(i2))
-    sc.cy[i2, 0] = rng.uniform(0.44, 0.56, len(i2))
-    sc.rot[i2, 0] = rng.uniform(-0.15, 0.15, len(i2))
-    sc.rgb[i2, 0] = _palette(rng, col[i2], knobs["hue_jit"], (0.3, 1.0), (0.6, 1.0))
-    _fix_visibility(sc, i2)
+    _place_glyph(sc, rng, i2, 6, digit_idx[i2], (0.34, 0.44), (0.44, 0.56), 0.15, knobs["hue_jit"], colours=col[i2])
     # --- textures
     i3 = idx_all[stype == 3]
     _sample_background(sc, rng, i3, tex_kind[i3], (0.4, 0.9), sat=(0.0, 0.8))

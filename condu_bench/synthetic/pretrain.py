@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from condu_bench.atomic_io import atomic_write_bytes, atomic_write_json, sha256_file
 from condu_bench.training.schedule import warmup_cosine
 
-from .domains import DOMAIN_NAMES, GENERATOR_VERSION, make_caption_dataset, make_domain_split
+from .domains import DOMAIN_NAMES, GENERATOR_VERSION, captioned_opt_in_domains, make_caption_dataset, make_domain_split
 
 __all__ = [
     "PretrainConfig",
@@ -245,7 +245,7 @@ def pretrain_tiny_clip(cfg: PretrainConfig, out_path: Path, progress: bool = Tru
         }
         if cfg.eval_n_per_class > 0:
             zs = {}
-            for name in DOMAIN_NAMES + (("letters",) if cfg.letters else ()):
+            for name in DOMAIN_NAMES + captioned_opt_in_domains(cfg):
                 ds = make_domain_split(name, "test", n_per_class=cfg.eval_n_per_class,
                                        image_size=cfg.image_size, seed=cfg.seed)
                 zs[name] = round(zero_shot_accuracy(model, tokenizer, ds), 4)
