@@ -42,7 +42,13 @@ def test_domain_geometry_on_a_hand_made_embedding(monkeypatch):
     assert g.smoothed_gap(0.2) == pytest.approx(math.log(13)) and g.smoothed_gap(0.0) == math.inf
     # the probe (fitted here to the same three images) cannot split the two identical images of classes 0 and 2
     assert g.probe_accuracy == pytest.approx(200 / 3)
-    assert "| m | shapes | 3 | 0.47 | 0.87 | 0.333 | 16.67 | 50.0 | 66.7 | 66.7 | 2.56 |" in geometry.geometry_table([("m", g)], 0.2)
+    table = geometry.geometry_table([("m", g)], 0.2)
+    assert "| m | shapes | 3 | 0.47 | 0.87 | 0.333 | 16.67 | 50.0 | 66.7 | 66.7 | 2.56 |" in table
+    # the header names the shots the probe was fitted to (the default 16 here)
+    assert g.probe_shots == 16 and "| 16-shot linear probe % |" in table
+    no_probe = geometry.domain_geometry(IdentityImages(), None, lambda x: x, "shapes", n_per_class=1, batch_size=2,
+                                        probe_shots=0)
+    assert no_probe.probe_accuracy is None and "| linear probe % |" in geometry.geometry_table([("m", no_probe)], 0.2)
 
 
 def test_the_linear_probe_separates_what_the_features_separate_and_nothing_else():

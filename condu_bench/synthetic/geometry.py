@@ -32,6 +32,7 @@ class DomainGeometry:
     accuracy: float  # zero-shot, percent
     temperature: float  # the model's exp(logit_scale), at which it was pretrained and is fine-tuned
     probe_accuracy: float | None = None  # a linear probe on frozen image features of a few training shots, percent
+    probe_shots: int = 0  # the training images a class the probe was fitted to (0: no probe)
 
     @property
     def logit_gap(self) -> float:
@@ -131,14 +132,16 @@ def domain_geometry(model, tokenizer, transform, domain: str, *, n_per_class: in
                                   style=style)
         probe = linear_probe_accuracy(*_split_features(model, transform, shots, batch_size), feats, labels)
     return DomainGeometry(domain, n, text_cos, float(own.mean()), float((top2[:, 0] - top2[:, 1]).mean()), accuracy,
-                          float(logit_scale(model)), probe)
+                          float(logit_scale(model)), probe, max(probe_shots, 0))
 
 
 def geometry_table(rows: list[tuple[str, DomainGeometry]], label_smoothing: float) -> str:
     """Markdown table of ``(model tag, geometry)`` rows; the last column is what fine-tuning with
     ``label_smoothing`` drives an expert's logit gap to (:meth:`DomainGeometry.smoothed_gap`)."""
+    shots = sorted({g.probe_shots for _, g in rows if g.probe_accuracy is not None})
+    probe_name = f"{'/'.join(map(str, shots))}-shot linear probe %" if shots else "linear probe %"
     lines = ["| model | domain | classes | text-text cos | image-own-text cos | top-1 minus top-2 cos | "
-             "logit gap at its temperature | temperature | zero-shot % | 16-shot linear probe % | "
+             f"logit gap at its temperature | temperature | zero-shot % | {probe_name} | "
              f"fine-tuned logit gap at label smoothing {label_smoothing:g} (optimum) |",
              "|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for tag, g in rows:
