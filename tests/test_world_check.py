@@ -163,3 +163,30 @@ def test_world_check_refuses_ranking_with_b2n(capsys):
 
     assert main(["world-check", "--b2n", "--ranking"]) == 2
     assert "does not combine with --b2n" in capsys.readouterr().err
+
+
+def test_what_each_method_learns_and_keeps_next_to_the_released_matrices():
+    from condu_bench.resources import published_dir
+    from condu_bench.synthetic.world_check import learning_of, learning_table, published_learning
+
+    ft = np.array([[90.0, 50.0, 40.0], [60.0, 80.0, 45.0], [50.0, 70.0, 85.0]])
+    restrained = np.array([[70.0, 50.0, 40.0], [68.0, 66.0, 45.0], [66.0, 64.0, 60.0]])
+    assert learning_of(ft) == pytest.approx({"diagonal": 85.0, "forgetting": (40.0 + 10.0) / 2})
+    assert learning_of(restrained) == pytest.approx({"diagonal": 196 / 3, "forgetting": (4.0 + 2.0) / 2})
+
+    published = published_learning(published_dir() / "zscl_matrices")
+    # the released order-I matrices: ZSCL and iCaRL learn each dataset 1.1 points under Continual-FT, LwF 3.0
+    for name, gap in (("ZSCL", -1.1), ("iCaRL", -1.1), ("LwF", -3.0)):
+        assert published[name]["diagonal"] - published["Continual-FT"]["diagonal"] == pytest.approx(gap, abs=0.06)
+    assert published["Continual-FT"]["forgetting"] > published["ZSCL"]["forgetting"] > 0
+
+    # two runs; "moe_adapters" has no released matrix; a method missing from one run is left out
+    runs = [{"finetune": learning_of(ft), "zscl": learning_of(restrained), "moe_adapters": learning_of(ft)},
+            {"finetune": learning_of(ft), "zscl": learning_of(ft), "moe_adapters": learning_of(ft), "lwf": learning_of(ft)}]
+    table = learning_table(runs, published)
+    zscl_gap = published["ZSCL"]["diagonal"] - published["Continual-FT"]["diagonal"]
+    assert (f"| zscl | {(196 / 3 + 85) / 2:.1f} | {(196 / 3 - 85) / 2:+.1f} | {zscl_gap:+.1f} | 14.0 | "
+            f"{published['ZSCL']['forgetting']:.1f} |") in table
+    assert "| finetune | 85.0 | +0.0 | +0.0 | 25.0 |" in table
+    assert "| moe_adapters | 85.0 | +0.0 | - | 25.0 | - |" in table
+    assert "| lwf |" not in table

@@ -89,6 +89,51 @@ def ranking_tau(records: dict[str, dict[str, Any]], published_csv) -> dict[str, 
     return {a.metric: a.tau for a in agreements(records, load_published(published_csv))}
 
 
+def learning_of(matrix: np.ndarray) -> dict[str, float]:
+    """How much a run learns and keeps: the mean of the diagonal (each task right after its own training) and the
+    mean forgetting (diagonal minus the last row, over every task but the last: minus the backward transfer)."""
+    from condu_bench.metrics import backward_transfer
+
+    names = [str(i) for i in range(len(matrix))]
+    return {"diagonal": float(np.diag(matrix).mean()), "forgetting": -backward_transfer(matrix, names)["bwt"]}
+
+
+def published_learning(matrices_dir, order: str = "order1") -> dict[str, dict[str, float]]:
+    """:func:`learning_of` each of ZSCL's released accuracy matrices of ``order``, by published method name."""
+    from pathlib import Path
+
+    from condu_bench.reporting.matrix_io import read_accuracy_matrix
+    from condu_bench.reporting.paper_tables import PUBLISHED_NAMES_OF_MATRIX_FILES
+
+    out = {}
+    for path in sorted(Path(matrices_dir).glob(f"{order}_*.csv")):
+        name = path.stem[len(order) + 1:]
+        out[PUBLISHED_NAMES_OF_MATRIX_FILES.get(name, name)] = learning_of(read_accuracy_matrix(path)[0])
+    return out
+
+
+def learning_table(runs: list[dict[str, dict[str, float]]], published: dict[str, dict[str, float]]) -> str:
+    """Markdown, one row per trained method (``runs``: per run, method -> :func:`learning_of`, Continual-FT as
+    ``finetune`` in each): its diagonal minus Continual-FT's and its forgetting, mean over the runs, next to the
+    same from the released matrices (``published``). A method that restrains learning ranks as published only if
+    it still learns each task about as well as fine-tuning (released order I: ZSCL and iCaRL 1.1 under it)."""
+    from condu_bench.reporting.tables import match_method
+
+    ft_published = published.get("Continual-FT")
+    lines = ["| method | diagonal | diagonal - Continual-FT's | published | forgetting | published |",
+             "|:---|---:|---:|---:|---:|---:|"]
+    methods = [m for m in runs[0] if all(m in run for run in runs)]
+    for method in methods:
+        diagonal = float(np.mean([run[method]["diagonal"] for run in runs]))
+        gap = float(np.mean([run[method]["diagonal"] - run["finetune"]["diagonal"] for run in runs]))
+        forgetting = float(np.mean([run[method]["forgetting"] for run in runs]))
+        paper = published.get(match_method(method, published) or "")
+        paper_gap = "-" if paper is None or ft_published is None else f"{paper['diagonal'] - ft_published['diagonal']:+.1f}"
+        paper_forgetting = "-" if paper is None else f"{paper['forgetting']:.1f}"
+        lines.append(f"| {method} | {diagonal:.1f} | {gap:+.1f} | {paper_gap} | {forgetting:.1f} | {paper_forgetting} |")
+    return "\n".join(lines)
+
+
 def failures(facts: dict[str, Any], properties=GATES) -> list[str]:
     return [f"{p.describe()}: {p.measure(facts):.1f}" for p in properties if p.margin(facts) < 0]
 
@@ -125,8 +170,9 @@ def pretrained_tag(pretrain_seed: int) -> str:
 def run_world_check(pretrain_seeds: list[int], seeds: list[int], overrides: list[str], out, log=print,
                     ranking: bool = False) -> tuple[str, bool]:
     """Run zero-shot and Continual-FT of the default benchmark on every (pretrained model, seed); the margin table
-    and whether every gate holds. ``ranking``: every method of :data:`RANKED_METHODS` too, and the leaderboard's
-    Kendall tau-b against the published order-I table per run (a target, with the others)."""
+    and whether every gate holds. ``ranking``: every method of :data:`RANKED_METHODS` too, the leaderboard's
+    Kendall tau-b against the published order-I table per run (a target, with the others), and under the table
+    what each method learns and keeps next to ZSCL's released matrices (:func:`learning_table`)."""
     from pathlib import Path
 
     from condu_bench.cli import resolve_benchmark
@@ -135,7 +181,7 @@ def run_world_check(pretrain_seeds: list[int], seeds: list[int], overrides: list
     from condu_bench.experiment import run_experiment
     from condu_bench.reporting.matrix_io import read_accuracy_matrix
 
-    rows = []
+    rows, learning = [], []
     for pseed in pretrain_seeds:
         tag = pretrained_tag(pseed)
         methods = RANKED_METHODS if ranking else ("zeroshot", "finetune")
@@ -149,6 +195,11 @@ def run_world_check(pretrain_seeds: list[int], seeds: list[int], overrides: list
             facts = facts_of(by_method["zeroshot"], by_method["finetune"], matrix)
             if ranking:
                 facts["tau"] = ranking_tau(by_method, published_dir() / "mtil_order1.csv")
+                learning.append({m: learning_of(read_accuracy_matrix(directory / m / f"seed{seed}" / "accuracy_matrix.csv")[0])
+                                 for m in methods if m != "zeroshot"})
             rows.append((f"{tag}/seed{seed}", facts))
     table = margin_table(rows)
+    if learning:
+        table += ("\n\nWhat each method learns and keeps (mean over the runs; published: ZSCL's released order-I "
+                  "matrices):\n\n" + learning_table(learning, published_learning(published_dir() / "zscl_matrices")))
     return table, all(not failures(f) for _, f in rows)
