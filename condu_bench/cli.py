@@ -207,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run directory (finished runs are reused; --b2n: <default>_b2n)")
     world.add_argument("--ranking", action="store_true",
                        help="also run every MTIL method of the published order-I table and report the leaderboard's "
-                            "Kendall tau-b against it per run (a target; about 13 core-minutes per run on 2 CPU cores)")
+                            "Kendall tau-b against it per run (a target; about 13 core-minutes per run on 2 CPU cores), "
+                            "and what each method learns and keeps (mean diagonal, its gap to Continual-FT's, "
+                            "forgetting) next to ZSCL's released matrices")
     world.add_argument("--b2n", action="store_true",
                        help="check issue 8's base-to-novel properties on benchmarks/synthetic_b2n.yaml instead "
                             "(zero-shot, CoOp, KgCoOp, CLIPFit, MergeTune; about 2 core-minutes per run)")
