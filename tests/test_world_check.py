@@ -190,3 +190,32 @@ def test_what_each_method_learns_and_keeps_next_to_the_released_matrices():
     assert "| finetune | 85.0 | +0.0 | +0.0 | 25.0 |" in table
     assert "| moe_adapters | 85.0 | +0.0 | - | 25.0 | - |" in table
     assert "| lwf |" not in table
+
+
+def test_the_ranking_check_prints_what_each_method_learns_from_its_run_directory(tmp_path, monkeypatch):
+    """``run_world_check(ranking=True)`` reads each method's accuracy matrix from ``<out>/<tag>/<method>/seed<S>``:
+    the experiment is replaced by one that writes hand-made matrices and records there."""
+    import condu_bench.experiment as experiment
+    from condu_bench.reporting.matrix_io import write_accuracy_matrix
+    from condu_bench.synthetic import world_check
+
+    domains = ["shapes", "colours", "digits"]
+    zs = np.array([[40.0, 60.0, 60.0]] * 3)
+    ft = np.array([[95.0, 50.0, 40.0], [60.0, 90.0, 45.0], [50.0, 70.0, 85.0]])
+    restrained = ft - np.eye(3) * 10.0  # learns each domain 10 points less, keeps the rest
+
+    def fake_run(config, directory, log=print):
+        records = []
+        for rank, method in enumerate(config.methods):
+            matrix = zs if method == "zeroshot" else restrained if method != "finetune" else ft
+            write_accuracy_matrix(directory / method / "seed0" / "accuracy_matrix.csv", matrix, domains, domains)
+            records.append({"method": method, "seed": 0, "datasets": domains, "transfer": 50.0 + rank, "avg": 60.0 - rank,
+                            "last": float(matrix[-1].mean()),
+                            "per_dataset": {d: {"last": float(v)} for d, v in zip(domains, matrix[-1])}})
+        return records
+
+    monkeypatch.setattr(experiment, "run_experiment", fake_run)
+    table, _ = world_check.run_world_check([0], [0], [], tmp_path, log=lambda *a: None, ranking=True)
+    assert "| finetune | 90.0 | +0.0 | +0.0 | 32.5 | 12.0 |" in table  # forgetting (95 - 50 + 90 - 70) / 2
+    assert "| zscl | 80.0 | -10.0 | -1.1 | 22.5 | 3.8 |" in table  # (85 - 50 + 80 - 70) / 2
+    assert "| zeroshot |" not in table
