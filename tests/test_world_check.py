@@ -219,3 +219,21 @@ def test_the_ranking_check_prints_what_each_method_learns_from_its_run_directory
     assert "| finetune | 90.0 | +0.0 | +0.0 | 32.5 | 12.0 |" in table  # forgetting (95 - 50 + 90 - 70) / 2
     assert "| zscl | 80.0 | -10.0 | -1.1 | 22.5 | 3.8 |" in table  # (85 - 50 + 80 - 70) / 2
     assert "| zeroshot |" not in table
+
+
+def test_an_undefined_ranking_is_shown_as_such_and_does_not_hold():
+    from condu_bench.synthetic.world_check import RANKING, failures, facts_of, margin_stats, margin_table
+
+    domains = ["shapes", "colours"]
+    zs = record(dict(zip(domains, [30.0, 60.0])), transfer=60.0, last=45.0)
+    ft = record(dict(zip(domains, [70.0, 90.0])), transfer=45.0, last=80.0)
+    base = facts_of(zs, ft, np.array([[90.0, 50.0], [70.0, 90.0]]))
+    tied = dict(base, tau={"transfer": None, "avg": 0.7, "last": 0.5})  # every method tied on Transfer
+    ranked = dict(base, tau={"transfer": 0.8, "avg": 0.7, "last": 0.5})
+    assert failures(tied, RANKING) == ["ranking tau-b Transfer >= 0.6: undefined", "ranking tau-b Last >= 0.6: 0.5"]
+    # the worst and mean margins are over the runs where the value is defined; the undefined run does not hold
+    assert margin_stats(RANKING[0], [tied, ranked]) == (pytest.approx(0.2), pytest.approx(0.2), 1)
+    assert margin_stats(RANKING[0], [tied]) == (None, None, 0)
+    table = margin_table([("a", tied), ("b", ranked)])
+    assert "| ranking tau-b Transfer >= 0.6 | - | 0.8 | +0.2 | +0.2 | 1 of 2 | target |" in table
+    assert "| ranking tau-b Transfer >= 0.6 | - | - | - | 0 of 1 | target |" in margin_table([("a", tied)])

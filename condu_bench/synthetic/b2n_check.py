@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from condu_bench.synthetic.world_check import Property, failures, margin_stats, margin_table, pretrained_tag
+from condu_bench.synthetic.world_check import Property, failures, margin_stats, margin_table, number, pretrained_tag
 
 B2N_METHODS = ("zeroshot", "coop", "kgcoop", "clipfit", "mergetune")
 
@@ -45,7 +45,7 @@ def per_domain_table(facts: dict[str, list[dict[str, dict[str, float]]]]) -> str
              "|:---|" + "---:|" * len(B2N_TARGETS)]
     for domain, runs in facts.items():
         stats = [margin_stats(prop, runs) for prop in B2N_TARGETS]
-        lines.append(f"| {domain} | " + " | ".join(f"{mean:+.1f} ({held} of {len(runs)})" for _, mean, held in stats) + " |")
+        lines.append(f"| {domain} | " + " | ".join(f"{number(mean, '+.1f')} ({held} of {len(runs)})" for _, mean, held in stats) + " |")
     return "\n".join(lines)
 
 

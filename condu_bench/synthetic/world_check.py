@@ -25,8 +25,12 @@ class Property:
     bound: float
     at_least: bool = True  # value >= bound, else value <= bound
 
-    def margin(self, facts: dict[str, Any]) -> float:
+    def margin(self, facts: dict[str, Any]) -> float | None:
+        """How far the value clears the bound (negative: it fails); None where the value is undefined (a tau-b over
+        tied scores only), which counts as not holding."""
         value = self.measure(facts)
+        if value is None:
+            return None
         return value - self.bound if self.at_least else self.bound - value
 
     def describe(self) -> str:
@@ -134,13 +138,26 @@ def learning_table(runs: list[dict[str, dict[str, float]]], published: dict[str,
     return "\n".join(lines)
 
 
+def number(value: float | None, spec: str = ".1f") -> str:
+    """A table cell: ``value`` formatted, or "-" where it is undefined."""
+    return "-" if value is None else format(value, spec)
+
+
 def failures(facts: dict[str, Any], properties=GATES) -> list[str]:
-    return [f"{p.describe()}: {p.measure(facts):.1f}" for p in properties if p.margin(facts) < 0]
+    out = []
+    for p in properties:
+        margin = p.margin(facts)
+        if margin is None or margin < 0:
+            out.append(f"{p.describe()}: {number(p.measure(facts)) if margin is not None else 'undefined'}")
+    return out
 
 
-def margin_stats(prop: Property, runs: list[dict[str, Any]]) -> tuple[float, float, int]:
-    """``prop``'s worst and mean margin over the runs' facts, and how many runs hold."""
-    margins = [prop.margin(f) for f in runs]
+def margin_stats(prop: Property, runs: list[dict[str, Any]]) -> tuple[float | None, float | None, int]:
+    """``prop``'s worst and mean margin over the runs where it is defined (None: defined on none), and how many runs
+    hold."""
+    margins = [m for m in (prop.margin(f) for f in runs) if m is not None]
+    if not margins:
+        return None, None, 0
     return min(margins), sum(margins) / len(margins), sum(m >= 0 for m in margins)
 
 
@@ -156,9 +173,10 @@ def margin_table(rows: list[tuple[str, dict[str, Any]]], sections=None) -> str:
         sections = (("gate", GATES), ("target", TARGETS + (RANKING if ranked else ())))
     for kind, props in sections:
         for p in props:
-            values = " | ".join(f"{p.measure(f):.1f}" for _, f in rows)
+            values = " | ".join(number(p.measure(f)) for _, f in rows)
             worst, mean, held = margin_stats(p, [f for _, f in rows])
-            lines.append(f"| {p.describe()} | {values} | {worst:+.1f} | {mean:+.1f} | {held} of {len(rows)} | {kind} |")
+            lines.append(f"| {p.describe()} | {values} | {number(worst, '+.1f')} | {number(mean, '+.1f')} | "
+                         f"{held} of {len(rows)} | {kind} |")
     return "\n".join(lines)
 
 
