@@ -145,11 +145,15 @@ class ICaRL(BaseMethod):
         exemplars = self.memory_dataset(ctx)
         if exemplars is None or not (cfg.image_weight or cfg.text_weight):
             return  # the first task (empty memory): plain cross-entropy
-        tokens = prompt_tokens(ctx.tokenizer, task.data.classnames, task.data.templates[0])
-        texts = encode_texts(self.teacher, tokens.to(ctx.device))
+        texts = encode_texts(self.teacher, self.distillation_tokens(task, ctx).to(ctx.device))
+        # iCaRL's name, not self.name: a variant (a subclass) draws the same exemplar batches
         images = ImageStream(exemplars, ctx.eval_transform, cfg.ref_batch_size or ctx.train_config.batch_size,
-                             ctx.task_seed(task.index, f"{self.name}/memory"))
+                             ctx.task_seed(task.index, f"{ICaRL.name}/memory"))
         self.distiller = ReferenceDistillation(self.teacher, texts, images, cfg.temperature, cfg.image_weight, cfg.text_weight)
+
+    def distillation_tokens(self, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
+        """The texts the exemplars are distilled over: the current dataset's class names in its first template."""
+        return prompt_tokens(ctx.tokenizer, task.data.classnames, task.data.templates[0])
 
     def training_loss(self, batch: Batch, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
         loss = self.task_loss(image_features(ctx.model, batch.images), batch.labels, task, ctx)

@@ -147,8 +147,10 @@ def failures(facts: dict[str, Any], properties=GATES) -> list[str]:
     out = []
     for p in properties:
         margin = p.margin(facts)
-        if margin is None or margin < 0:
-            out.append(f"{p.describe()}: {number(p.measure(facts)) if margin is not None else 'undefined'}")
+        if margin is None:
+            out.append(f"{p.describe()}: undefined")
+        elif margin < 0:
+            out.append(f"{p.describe()}: {p.measure(facts):.1f}")
     return out
 
 
@@ -209,12 +211,12 @@ def run_world_check(pretrain_seeds: list[int], seeds: list[int], overrides: list
         records = run_experiment(config, directory, log=log)
         for seed in seeds:
             by_method = {r["method"]: r for r in records if r["seed"] == seed}
-            matrix, _, _ = read_accuracy_matrix(directory / "finetune" / f"seed{seed}" / "accuracy_matrix.csv")
-            facts = facts_of(by_method["zeroshot"], by_method["finetune"], matrix)
+            matrices = {m: read_accuracy_matrix(directory / m / f"seed{seed}" / "accuracy_matrix.csv")[0]
+                        for m in methods if m != "zeroshot"}
+            facts = facts_of(by_method["zeroshot"], by_method["finetune"], matrices["finetune"])
             if ranking:
                 facts["tau"] = ranking_tau(by_method, published_dir() / "mtil_order1.csv")
-                learning.append({m: learning_of(read_accuracy_matrix(directory / m / f"seed{seed}" / "accuracy_matrix.csv")[0])
-                                 for m in methods if m != "zeroshot"})
+                learning.append({m: learning_of(matrix) for m, matrix in matrices.items()})
             rows.append((f"{tag}/seed{seed}", facts))
     table = margin_table(rows)
     if learning:

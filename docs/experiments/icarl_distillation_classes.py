@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 
 from condu_bench.baselines.icarl import ICaRL
-from condu_bench.distillation import ImageStream, ReferenceDistillation, encode_texts, prompt_tokens
+from condu_bench.distillation import prompt_tokens
 from condu_bench.method import RunContext, TaskInfo
 from condu_bench.registries import METHODS
 
@@ -32,15 +32,6 @@ from condu_bench.registries import METHODS
 class ICaRLSeenClasses(ICaRL):
     name: ClassVar[str] = "icarl_seen_classes"
 
-    def before_task(self, task: TaskInfo, ctx: RunContext) -> None:
-        cfg = self.config
-        self.distiller = None
-        exemplars = self.memory_dataset(ctx)
-        if exemplars is None or not (cfg.image_weight or cfg.text_weight):
-            return
-        tokens = torch.cat([prompt_tokens(ctx.tokenizer, data.classnames, data.templates[0])
-                            for data in [*ctx.tasks_seen, task.data]])
-        texts = encode_texts(self.teacher, tokens.to(ctx.device))
-        images = ImageStream(exemplars, ctx.eval_transform, cfg.ref_batch_size or ctx.train_config.batch_size,
-                             ctx.task_seed(task.index, "icarl/memory"))  # iCaRL's exemplar batches, unchanged
-        self.distiller = ReferenceDistillation(self.teacher, texts, images, cfg.temperature, cfg.image_weight, cfg.text_weight)
+    def distillation_tokens(self, task: TaskInfo, ctx: RunContext) -> torch.Tensor:
+        return torch.cat([prompt_tokens(ctx.tokenizer, data.classnames, data.templates[0])
+                          for data in [*ctx.tasks_seen, task.data]])
