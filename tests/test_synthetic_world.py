@@ -102,6 +102,33 @@ def test_coloured_shapes_classes_are_shape_major_and_drawn_in_their_colour():
     assert centre_is_object("square") > centre_is_object("ring") + 0.3
 
 
+def test_counted_and_placed_shapes_draw_their_class_s_number_kind_and_place():
+    from scipy import ndimage
+
+    counted, placed = D.domain_classnames("counted_shapes"), D.domain_classnames("placed_shapes")
+    assert len(counted) == len(placed) == len(D.SHAPES) * 5 == 30
+    assert counted[:6] == ["one circle", "two circles", "three circles", "four circles", "five circles", "one square"]
+    assert placed[:2] == ["circle in the top left", "circle in the top right"] and placed[-1] == "star in the center"
+    assert not {"counted_shapes", "placed_shapes"} & set(D.DOMAIN_NAMES)
+
+    ds = D.make_domain_split("counted_shapes", "test", n_per_class=10, image_size=32, seed=0)
+    dark = ds.images.astype(np.float64).mean(-1) < 110  # dark grey objects on paper
+    targets = np.array(ds.targets)
+    objects = np.array([ndimage.label(d, structure=np.ones((3, 3)))[1] for d in dark])
+    assert (objects == targets % 5 + 1).mean() > 0.9  # a star's thin points can split at 32 pixels
+    # the kind is the class's: a star leaves more of its bounding box empty than a circle does
+    fill = np.array([d.sum() / max(1, np.ptp(np.nonzero(d)[0]) + 1) ** 2 for d in dark])
+    one = targets % 5 == 0
+    assert fill[one & (targets // 5 == 0)].mean() > fill[one & (targets // 5 == 5)].mean() + 0.15
+
+    ds = D.make_domain_split("placed_shapes", "test", n_per_class=10, image_size=32, seed=0)
+    images, targets = ds.images.astype(np.float64), np.array(ds.targets)
+    yellow = (images[..., 0] > 150) & (images[..., 2] < 150)  # the object on its dark blue board
+    ys, xs = np.mgrid[0:32, 0:32] / 32.0
+    centre = np.stack([(yellow * xs).sum((1, 2)), (yellow * ys).sum((1, 2))], 1) / yellow.sum((1, 2))[:, None]
+    nearest = np.argmin(((centre[:, None] - D._POS_XY[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == targets % 5).all()
+
 def test_letters_domain_draws_every_class_with_its_own_glyph():
     assert D.domain_classnames("letters") == list("abcdefghijklmnopqrstuvwxyz")
     assert "letters" in D.OPT_IN_DOMAINS and "letters" not in D.DOMAIN_NAMES

@@ -48,7 +48,7 @@ WORLD_VERSION = 6
 DOMAIN_NAMES: tuple[str, ...] = ("shapes", "colours", "textures", "digits", "counts", "positions")
 #: Domains whose classes combine two attributes the captions name together ("a red circle"), so that a domain has
 #: as many classes as a real dataset's base half; not in the default MTIL order, selectable by name.
-COMPOSITE_DOMAINS: tuple[str, ...] = ("coloured_shapes",)
+COMPOSITE_DOMAINS: tuple[str, ...] = ("coloured_shapes", "counted_shapes", "placed_shapes")
 #: Domains whose vocabulary the calibrated pretraining does not caption: their tiny CLIP must be pretrained with it
 #: (``model.pretrain.letters=<share of the captions>``); selectable by name, in no default list.
 OPT_IN_DOMAINS: tuple[str, ...] = ("letters",)
@@ -82,6 +82,10 @@ _CLASSNAMES: dict[str, tuple[str, ...]] = {
     # shape-major: the base half is circles, squares and triangles in every colour, the novel half the other three
     # shapes in the same colours (the colour-major order leaves colours unseen, and prompt tuning then gains on Novel)
     "coloured_shapes": tuple(f"{colour} {shape}" for shape in SHAPES for colour in COLOURS),
+    # shape-major as coloured_shapes: "one circle", "two circles", .., "five stars"
+    "counted_shapes": tuple(f"{number} {SHAPES[s] if c == 0 else SHAPES_PLURAL[s]}"
+                            for s in range(len(SHAPES)) for c, number in enumerate(NUMBERS)),
+    "placed_shapes": tuple(f"{shape} in the {where}" for shape in SHAPES for where in POSITIONS),
     "letters": LETTERS,
 }
 
@@ -94,6 +98,8 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     "counts": ("a photo of {} objects.", "{} shapes.", "a drawing of {} things."),
     "positions": ("an object in the {}.", "a shape in the {}.", "a photo of something in the {}."),
     "coloured_shapes": ("a photo of a {}.", "a {}.", "a drawing of a {}.", "a small {}.", "a large {}."),
+    "counted_shapes": ("a photo of {}.", "{}.", "a drawing of {}."),
+    "placed_shapes": ("a {}.", "a photo of a {}.", "a drawing of a {}."),
     "letters": ("the letter {}.", "a capital {}.", "the character {}.", "a photo of the letter {}."),
 }
 
@@ -641,7 +647,7 @@ def _bg_kinds(rng, n, p_plain=0.4):
 def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs: dict) -> _Scene:
     n = len(labels)
     idx = np.arange(n)
-    if name == "counts":
+    if name in ("counts", "counted_shapes"):
         sc = _Scene(n, K=5)
     elif name == "colours":
         sc = _Scene(n, K=2)
@@ -709,14 +715,18 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
         for k in range(5):
             sc.rgb[:, k] = _palette(rng, col, hj, (0.5, 1.0), (0.6, 1.0))
         _fix_visibility(sc, idx)
-    elif name == "positions":
+    elif name in ("positions", "placed_shapes"):  # placed_shapes: the object's kind is part of the class
         _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=knobs.get("pos_plain", 0.4)), con)
+        if name == "positions":
+            where, kind = labels, rng.integers(0, 6, n)
+        else:
+            where, kind = labels % len(POSITIONS), labels // len(POSITIONS)
         sc.present[:, 0] = True
-        sc.kind[:, 0] = rng.integers(0, 6, n)
+        sc.kind[:, 0] = kind
         sc.r[:, 0] = rng.uniform(*knobs.get("pos_r", (0.09, 0.17)), n)
         jit = knobs.get("pos_jitter", 0.12)
-        sc.cx[:, 0] = _POS_XY[labels, 0] + rng.uniform(-jit, jit, n)
-        sc.cy[:, 0] = _POS_XY[labels, 1] + rng.uniform(-jit, jit, n)
+        sc.cx[:, 0] = _POS_XY[where, 0] + rng.uniform(-jit, jit, n)
+        sc.cy[:, 0] = _POS_XY[where, 1] + rng.uniform(-jit, jit, n)
         sc.rot[:, 0] = rng.uniform(0, 2 * np.pi, n)
         sc.rgb[:, 0] = _palette(rng, rng.integers(0, 8, n), hj, (0.4, 1.0), (0.5, 1.0))
         _fix_visibility(sc, idx)
@@ -734,6 +744,15 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
         sc.cy[:, 0] = rng.uniform(0.35, 0.65, n)
         sc.rot[:, 0] = rng.uniform(0, 2 * np.pi, n)
         sc.rgb[:, 0] = _palette(rng, labels % len(COLOURS), hj, (0.5, 1.0), (0.55, 1.0))
+        _fix_visibility(sc, idx)
+    elif name == "counted_shapes":  # one to five objects of one shape, its kind and their number the class
+        _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=knobs.get("count_plain", 0.4)), con)
+        # as large as objects can be without touching their neighbours' cells (counts' own look draws 0.06-0.1)
+        _place_counted(sc, rng, idx, labels % len(NUMBERS) + 1, r_rng=(0.08, 0.1), jitter=knobs["count_jitter"])
+        sc.kind[:] = (labels // len(NUMBERS))[:, None]
+        col = rng.integers(0, 8, n)
+        for k in range(5):
+            sc.rgb[:, k] = _palette(rng, col, hj, (0.5, 1.0), (0.6, 1.0))
         _fix_visibility(sc, idx)
     else:  # pragma: no cover - guarded by _check_domain
         raise KeyError(name)
@@ -775,17 +794,19 @@ def _own_look(name: str, sc: _Scene, rng: np.random.Generator) -> None:
     elif name == "textures":  # grey patterns
         sc.bg_c1[:] = sc.bg_c1.mean(1, keepdims=True)
         sc.bg_c2[:] = sc.bg_c2.mean(1, keepdims=True)
-    elif name == "counts":  # dark grey dots on paper
+    elif name in ("counts", "counted_shapes"):  # dark grey dots (counted_shapes: its class's shapes) on paper
         _plain(sc, grey(0.85, 1.0))
-        sc.kind[:] = 0
+        if name == "counts":  # counted_shapes keeps its class's shape
+            sc.kind[:] = 0
         sc.rgb[:] = grey(0.05, 0.25)[:, None, :]
     elif name == "letters":  # dark ink on paper
         _plain(sc, grey(0.8, 1.0))
         sc.rgb[:, 0] = grey(0.0, 0.3)
-    elif name == "positions":  # a yellow star on a dark blue board
+    elif name in ("positions", "placed_shapes"):  # a yellow star (placed_shapes: its class's shape) on dark blue
         hue, sat = np.full(n, 0.6, np.float32), np.full(n, 0.6, np.float32)
         _plain(sc, _hsv_to_rgb(hue, sat, rng.uniform(0.2, 0.35, n).astype(np.float32)))
-        sc.kind[:, 0] = 5
+        if name == "positions":
+            sc.kind[:, 0] = 5
         sc.rgb[:, 0] = _hsv_to_rgb(np.full(n, 0.15, np.float32), np.full(n, 0.7, np.float32), np.ones(n, np.float32))
 
 
