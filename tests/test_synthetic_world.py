@@ -129,6 +129,7 @@ def test_counted_and_placed_shapes_draw_their_class_s_number_kind_and_place():
     nearest = np.argmin(((centre[:, None] - D._POS_XY[None]) ** 2).sum(-1), axis=1)
     assert (nearest == targets % 5).all()
 
+
 def test_letters_domain_draws_every_class_with_its_own_glyph():
     assert D.domain_classnames("letters") == list("abcdefghijklmnopqrstuvwxyz")
     assert "letters" in D.OPT_IN_DOMAINS and "letters" not in D.DOMAIN_NAMES

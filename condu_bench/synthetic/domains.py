@@ -703,14 +703,17 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
         jitter, tilt = knobs.get("digit_jitter", 0.1), knobs.get("digit_rot", 0.3)
         _place_glyph(sc, rng, idx, 6, _draw_glyphs(labels, pool, _digit_bank()[1][pool], 10, rng),
                      knobs.get("digit_r", (0.3, 0.42)), (0.5 - jitter, 0.5 + jitter), tilt, hj)
-    elif name == "counts":
+    elif name in ("counts", "counted_shapes"):  # counted_shapes: the objects' kind is part of the class
         _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=knobs.get("count_plain", 0.4)), con)
-        cnt = labels + 1
-        _place_counted(sc, rng, idx, cnt, r_rng=knobs["count_r"], jitter=knobs["count_jitter"])
-        same = rng.random(n) < 0.5
-        base_shape = rng.integers(0, 6, n)
-        shp = np.where(same[:, None], base_shape[:, None], rng.integers(0, 6, (n, 5)))
-        sc.kind[:] = shp
+        if name == "counts":
+            _place_counted(sc, rng, idx, labels + 1, r_rng=knobs["count_r"], jitter=knobs["count_jitter"])
+            same = rng.random(n) < 0.5
+            base_shape = rng.integers(0, 6, n)
+            sc.kind[:] = np.where(same[:, None], base_shape[:, None], rng.integers(0, 6, (n, 5)))
+        else:
+            # as large as objects can be without touching their neighbours' cells (counts' own look draws 0.06-0.1)
+            _place_counted(sc, rng, idx, labels % len(NUMBERS) + 1, r_rng=(0.08, 0.1), jitter=knobs["count_jitter"])
+            sc.kind[:] = (labels // len(NUMBERS))[:, None]
         col = rng.integers(0, 8, n)
         for k in range(5):
             sc.rgb[:, k] = _palette(rng, col, hj, (0.5, 1.0), (0.6, 1.0))
@@ -744,15 +747,6 @@ def _domain_scene(name: str, labels: np.ndarray, rng: np.random.Generator, knobs
         sc.cy[:, 0] = rng.uniform(0.35, 0.65, n)
         sc.rot[:, 0] = rng.uniform(0, 2 * np.pi, n)
         sc.rgb[:, 0] = _palette(rng, labels % len(COLOURS), hj, (0.5, 1.0), (0.55, 1.0))
-        _fix_visibility(sc, idx)
-    elif name == "counted_shapes":  # one to five objects of one shape, its kind and their number the class
-        _sample_background(sc, rng, idx, _bg_kinds(rng, n, p_plain=knobs.get("count_plain", 0.4)), con)
-        # as large as objects can be without touching their neighbours' cells (counts' own look draws 0.06-0.1)
-        _place_counted(sc, rng, idx, labels % len(NUMBERS) + 1, r_rng=(0.08, 0.1), jitter=knobs["count_jitter"])
-        sc.kind[:] = (labels // len(NUMBERS))[:, None]
-        col = rng.integers(0, 8, n)
-        for k in range(5):
-            sc.rgb[:, k] = _palette(rng, col, hj, (0.5, 1.0), (0.6, 1.0))
         _fix_visibility(sc, idx)
     else:  # pragma: no cover - guarded by _check_domain
         raise KeyError(name)
