@@ -84,7 +84,8 @@ def train_base_first(base: str, options: dict[str, Any], train: Any, task: TaskI
     try:
         method.setup(ctx)
         train_task(method, info, ImagesWithTransform(data.train, transform), ctx,
-                   stream_index=ctx.task_seed(task.index, f"{owner} base"), progress=False)
+                   stream_index=ctx.task_seed(task.index, f"{owner} base"), progress=False,
+                   fixed_items=train.augment == "none")
     finally:
         ctx.train_config = own_train
     return method

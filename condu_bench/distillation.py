@@ -30,16 +30,18 @@ class ImageStream:
     """Endless, reshuffled batches of ``transform(image)`` from a dataset of ``(image, label)`` pairs.
 
     The order is a pure function of ``seed``; methods derive it from (run seed, task), so a run resumed at a task
-    boundary draws the same batches as an uninterrupted one.
+    boundary draws the same batches as an uninterrupted one. ``transform`` is deterministic (the methods pass the eval
+    transform, as the references do), so a set that fits in memory is transformed once.
     """
 
     def __init__(self, dataset: Any, transform: Any, batch_size: int, seed: int, num_workers: int = 0):
         from condu_bench.training.evaluate import Transformed
-        from condu_bench.training.loop import endless_batches
+        from condu_bench.training.batches import endless_batches
 
         if len(dataset) == 0:
             raise ValueError("the reference image set is empty")
-        self._batches: Iterator[tuple] = endless_batches(Transformed(dataset, transform), batch_size, seed, num_workers, pin=False)
+        items = Transformed(dataset, transform)
+        self._batches: Iterator[tuple] = endless_batches(items, batch_size, seed, num_workers, pin=False, fixed_items=True)
 
     def next(self, device: torch.device) -> torch.Tensor:
         return next(self._batches)[0].to(device, non_blocking=True)

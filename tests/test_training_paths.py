@@ -149,6 +149,58 @@ def test_augment_none_trains_on_the_eval_transform(tmp_path, augment):
         assert not all(seen)  # random resized crops
 
 
+class CountedItems(torch.utils.data.Dataset):
+    """Deterministic ``(image, label, task label)`` items, as Avalanche's datasets return them (or ``(image,
+    caption)`` pairs, as a reference set does); counts reads."""
+
+    def __init__(self, n, captions=False):
+        self.images = torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(n))
+        self.captions, self.reads = captions, 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.captions:
+            return self.images[i] * 2 - 1, f"caption {i}"
+        return self.images[i] * 2 - 1, i % 3, 0
+
+
+@pytest.mark.parametrize("n,captions", [(10, False), (13, False), (5, False), (13, True)])  # whole batches, a dropped
+# remainder, fewer items than a batch; captions as targets
+def test_fixed_items_are_read_once_and_give_the_loaders_batches_and_random_draws(n, captions):
+    from condu_bench.training.batches import endless_batches
+
+    runs = {}
+    for fixed in (False, True):
+        data = CountedItems(n, captions)
+        torch.manual_seed(3)
+        batches = endless_batches(data, 4, seed=7, num_workers=0, pin=False, fixed_items=fixed)
+        taken = [next(batches)[:2] for _ in range(11)]  # several epochs
+        runs[fixed] = taken, torch.rand(3), data.reads  # the global generator after them: the same draws were made
+    (plain, after_plain, reads_plain), (fixed, after_fixed, reads_fixed) = runs[False], runs[True]
+    for (a_images, a_labels), (b_images, b_labels) in zip(plain, fixed):
+        assert torch.equal(a_images, b_images)
+        if captions:
+            assert a_labels == b_labels and isinstance(b_labels, tuple)  # as the default collate batches strings
+        else:
+            assert torch.equal(a_labels, b_labels) and b_labels.dtype == torch.int64
+    assert torch.equal(after_plain, after_fixed)
+    assert reads_fixed == n and reads_plain == sum(len(labels) for _, labels in plain)  # each item read once
+
+
+def test_fixed_items_too_large_for_memory_are_read_per_batch(monkeypatch):
+    from condu_bench.training import batches
+
+    monkeypatch.setattr(batches, "KEPT_BYTES_LIMIT", 100)  # under 10 items of 48 floats
+    data = CountedItems(10)
+    stream = batches.endless_batches(data, 4, seed=7, num_workers=0, pin=False, fixed_items=True)
+    for _ in range(5):
+        images, _ = next(stream)[:2]
+    assert data.reads == 1 + 5 * 4 and len(images) == 4  # the size probe, then every item of every batch
+
+
 def test_eval_max_per_dataset_scores_only_the_first_images(tmp_path):
     from condu_bench.models.classifier import cosine_logits, image_features, text_classifier
     from condu_bench.models.loading import load_model

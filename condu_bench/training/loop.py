@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler
 
 from condu_bench.config import TrainConfig
 from condu_bench.errors import TrainingDiverged, UserError
 from condu_bench.method import Batch, RunContext, TaskInfo
+from condu_bench.training.batches import endless_batches
 from condu_bench.training.device import derived_seed
 from condu_bench.training.feature_cache import check_frozen_image_tower
 from condu_bench.recipes import steps_per_epoch
@@ -44,22 +44,6 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, lr: floa
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def endless_batches(dataset: Any, batch_size: int, seed: int, num_workers: int, pin: bool) -> Iterator[tuple]:
-    """Reshuffled epochs without end; the order depends only on ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=RandomSampler(dataset, generator=generator),
-        num_workers=num_workers,
-        pin_memory=pin,
-        drop_last=len(dataset) >= batch_size,
-        persistent_workers=num_workers > 0,
-    )
-    while True:
-        yield from loader
-
-
 @contextlib.contextmanager
 def compiled_towers(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
     """``train.compile``: the image and text towers run compiled during a task's steps only. Afterwards they are
@@ -78,9 +62,11 @@ def compiled_towers(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
 
 
 def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, stream_index: int,
-               num_workers: int = 0, progress: bool = True, observer: Any = None) -> dict[str, float]:
+               num_workers: int = 0, progress: bool = True, observer: Any = None,
+               fixed_items: bool = False) -> dict[str, float]:
     """Run ``task.iterations`` optimizer steps on ``dataset`` (an Avalanche experience dataset); ``observer``
-    (optional) gets each step's loss and learning rate."""
+    (optional) gets each step's loss and learning rate; ``fixed_items``: the dataset's transform is deterministic
+    (``train.augment: none``), so its items are read once (see :func:`endless_batches`)."""
     from tqdm.auto import tqdm
 
     cfg: TrainConfig = ctx.train_config
@@ -96,7 +82,7 @@ def train_task(method: Any, task: TaskInfo, dataset: Any, ctx: RunContext, *, st
     per_epoch = steps_per_epoch(len(dataset), cfg.batch_size)
     seed = derived_seed(ctx.seed, stream_index, task.index)
     torch.manual_seed(seed)  # augmentation randomness
-    batches = endless_batches(dataset, cfg.batch_size, seed, num_workers, ctx.device.type == "cuda")
+    batches = endless_batches(dataset, cfg.batch_size, seed, num_workers, ctx.device.type == "cuda", fixed_items)
     model.train()
     bar = tqdm(range(task.iterations), desc=f"{method.name} | {task.name}", disable=not progress, leave=False)
     running = data_wait = 0.0

@@ -153,7 +153,8 @@ class MethodRun:
                 continue
             info = self.task_info(index, stream)
             stats = train_task(method, info, experience.dataset.train(), ctx, stream_index=s_index,
-                               num_workers=self.num_workers, progress=self.config.progress, observer=self.observer)
+                               num_workers=self.num_workers, progress=self.config.progress, observer=self.observer,
+                               fixed_items=ctx.train_config.augment == "none")
             self.trainable_parameters = stats.get("trainable_parameters", 0)
             if "selection" in stats:
                 self.model_selection[info.name] = stats["selection"]
