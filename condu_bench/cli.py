@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from condu_bench import resources
-from condu_bench.errors import UserError
+from condu_bench.errors import UserError, closest
 
 DEFAULT_BENCHMARK = "synthetic_mtil"
 
@@ -168,8 +169,21 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+class SuggestingParser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a mistyped command or choice (its sub-parsers are of this class too)."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = [str(c) for c in action.choices]
+            hint = closest(str(value), choices)
+            message = f"invalid choice: {value!r}"
+            if hint:
+                message += f"; did you mean {' or '.join(repr(h) for h in hint)}?"
+            raise argparse.ArgumentError(action, f"{message} (choose from {', '.join(choices)})")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="condu-bench", description="Continual-learning benchmarks for CLIP-like models.")
+    parser = SuggestingParser(prog="condu-bench", description="Continual-learning benchmarks for CLIP-like models.")
     parser.add_argument("--version", action="version", version=f"condu-bench {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -26,6 +26,21 @@ def test_bad_input_exits_2_with_message(argv, message, capsys):
     assert err.count("\n") == 1  # one line, no traceback
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["list"], "invalid choice: 'list'; did you mean 'ls'?"),
+        (["ls", "method"], "invalid choice: 'method'; did you mean 'methods'?"),
+        (["data", "chek"], "invalid choice: 'chek'; did you mean 'check'?"),
+        (["nothing-like-it"], "invalid choice: 'nothing-like-it' (choose from run, ls, "),
+    ],
+)
+def test_mistyped_commands_exit_2_with_a_suggestion(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_malformed_yaml_exits_2(tmp_path, capsys):
     path = tmp_path / "broken.yaml"
     path.write_text("methods: [zeroshot\n")
