@@ -1,4 +1,4 @@
-"""`condu-bench bench`: what each ratio compares is the same work, and the command writes the four ratios."""
+"""`condu-bench bench`: what each ratio compares is the same work, and the command writes the five ratios."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_condu_task_agnostic_inference_passes_each_image_through_k_plus_one_mode
     assert sum(seen) == 4 * 6  # theta_0 once (classifies and routes) + 3 experts, 6 images each
 
 
-def test_bench_quick_writes_the_four_ratios_with_their_timings(tmp_path, monkeypatch, capsys):
+def test_bench_quick_writes_the_five_ratios_with_their_timings(tmp_path, monkeypatch, capsys):
     from condu_bench.cli import main
     from condu_bench.perf import command
 
@@ -74,10 +74,10 @@ def test_bench_quick_writes_the_four_ratios_with_their_timings(tmp_path, monkeyp
     out_file = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--json", str(out_file), "--photos", str(tmp_path / "photos")]) == 0
     out = json.loads(out_file.read_text())
-    keys = ["overhead_ratio", "eval_cache_speedup", "feature_cache_speedup", "condu_agnostic_cost"]
+    keys = ["overhead_ratio", "eval_cache_speedup", "feature_cache_speedup", "condu_agnostic_cost", "fixed_items_speedup"]
     assert [m["key"] for m in out["measurements"]] == keys
     targets = {"overhead_ratio": (1.05, True), "eval_cache_speedup": (3.0, False), "feature_cache_speedup": (5.0, False),
-               "condu_agnostic_cost": (3.0, True)}  # K + 1 with K = 2
+               "condu_agnostic_cost": (3.0, True), "fixed_items_speedup": (2.0, False)}  # K + 1 with K = 2
     for m in out["measurements"]:
         assert out[m["key"]] == pytest.approx(m["numerator_s"] / m["denominator_s"], rel=1e-3)
         assert (m["target"], m["at_most"]) == targets[m["key"]]

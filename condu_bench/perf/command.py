@@ -1,4 +1,4 @@
-"""``condu-bench bench [--quick] [--json FILE] [KEY=VALUE ...]``: the four speed ratios of
+"""``condu-bench bench [--quick] [--json FILE] [KEY=VALUE ...]``: the five speed ratios of
 :mod:`condu_bench.perf.ratios`, side by side on this machine, with random weights (no download).
 
 ``--quick`` (minutes on 2 CPU cores) uses the project's tiny open_clip configs: the training-step and ConDU ratios on
@@ -67,6 +67,8 @@ def run_bench(config: Any, quick: bool, photo_root: Path, log=print) -> dict[str
                                               offset=plan["eval_images"] + (i - 1) * plan["expert_images"])
                             for i in range(1, plan["experts"])]
         results.append(ratios.condu_agnostic_cost(train_ctx, tasks, decoded, eval_batch, plan["repeats"]))
+        log(f"fixed_items_speedup: {train_arch} input size, batch {batch}")
+        results.append(ratios.fixed_items_speedup(train_ctx, batch, plan["repeats"]))
     return {
         **{r.key: round(r.value, 4) for r in results},
         "targets": {r.key: {"target": r.target, "at_most": r.at_most, "met": r.met} for r in results},
@@ -153,7 +155,7 @@ def _write_json(path: str | None, out: dict[str, Any]) -> None:
 
 def add_command(sub) -> None:
     bench = sub.add_parser("bench", help="the harness's speed targets as ratios measured side by side",
-                           description="overhead_ratio, eval_cache_speedup, feature_cache_speedup and condu_agnostic_cost "
+                           description="overhead_ratio, eval_cache_speedup, feature_cache_speedup, condu_agnostic_cost and fixed_items_speedup "
                                        "on random weights. --quick: tiny models, minutes on 2 CPU cores; without it, "
                                        "model.arch (default ViT-B-16) at its real input size, for a GPU machine.")
     bench.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.arch=ViT-L-14 device=cuda")

@@ -1,4 +1,4 @@
-"""The four speed targets of the harness, each a ratio of two timings taken alternately in one process.
+"""The five speed targets of the harness, each a ratio of two timings taken alternately in one process.
 
 - ``overhead_ratio``: the harness's full fine-tuning step (:func:`condu_bench.training.loop.train_task` with
   Continual-FT) over a plain PyTorch loop doing the identical work (same model, data, loss, optimizer, schedule,
@@ -9,6 +9,9 @@
   least 5.
 - ``condu_agnostic_cost``: ConDU's task-agnostic inference with K experts over one model's inference on the same
   images and label space; target at most K + 1.
+- ``fixed_items_speedup``: drawing three epochs of training batches under the eval transform (``train.augment:
+  none``, the distillation methods' image streams) read per item and step by the loader, over read once and kept
+  (:mod:`condu_bench.training.batches`); target at least 2.
 
 Each pair is timed ``repeats`` times, alternating (A B B A ...) so that drift of the machine hits both sides, and the
 fastest timings are compared. The first call of each side is a warm-up and is not timed.
@@ -245,3 +248,28 @@ def condu_agnostic_cost(ctx: RunContext, tasks: list[TaskData], cache_dir: Path,
     condu_s, single_s = paired_fastest(lambda: agnostic(condu), lambda: agnostic(single), repeats)
     return Ratio("condu_agnostic_cost", condu_s / single_s, float(k + 1), True,
                  "one model, task-agnostic", f"ConDU task-agnostic, K = {k} experts", condu_s, single_s)
+
+
+# --------------------------------------------------------------------------------------------------- batches
+def fixed_items_speedup(ctx: RunContext, batch_size: int, repeats: int, epochs: int = 3) -> Ratio:
+    """Three epochs of batches from a synthetic domain of 10 batches' worth of images at the model's input size,
+    through the eval transform, as the synthetic benchmarks train: per item and step, or each item read once."""
+    from condu_bench.synthetic.domains import domain_classnames, make_domain_split
+    from condu_bench.training.batches import endless_batches
+    from condu_bench.training.evaluate import Transformed
+
+    per_class = -(-10 * batch_size // len(domain_classnames("shapes")))
+    images = Transformed(make_domain_split("shapes", "train", n_per_class=per_class, image_size=input_size(ctx)),
+                         ctx.eval_transform)
+    steps = epochs * (len(images) // batch_size)
+
+    def draw(fixed_items: bool) -> float:
+        start = time.perf_counter()
+        batches = endless_batches(images, batch_size, seed=0, num_workers=0, pin=False, fixed_items=fixed_items)
+        for _ in range(steps):
+            next(batches)
+        return time.perf_counter() - start
+
+    per_step_s, kept_s = paired_fastest(lambda: draw(False), lambda: draw(True), repeats)
+    return Ratio("fixed_items_speedup", per_step_s / kept_s, 2.0, False, f"each item read once ({len(images)} images)",
+                 f"{steps} batches of {batch_size} read per item and step", per_step_s, kept_s)
