@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from condu_bench import resources
-from condu_bench.errors import UserError, closest
+from condu_bench.errors import UserError, did_you_mean
 
 DEFAULT_BENCHMARK = "synthetic_mtil"
 
@@ -175,11 +175,8 @@ class SuggestingParser(argparse.ArgumentParser):
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is not None and value not in action.choices:
             choices = [str(c) for c in action.choices]
-            hint = closest(str(value), choices)
-            message = f"invalid choice: {value!r}"
-            if hint:
-                message += f"; did you mean {' or '.join(repr(h) for h in hint)}?"
-            raise argparse.ArgumentError(action, f"{message} (choose from {', '.join(choices)})")
+            hint = did_you_mean(str(value), choices)
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint} (choose from {', '.join(choices)})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,10 +34,12 @@ def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
     return [lowered[h] for h in hits]
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'a' or 'b'?"`` for the known names closest to ``name``, or ``""`` when none is close."""
+    suggestions = closest(name, known)
+    return f"; did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+
+
 def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
     known = sorted(known)
-    suggestions = closest(name, known)
-    message = f"unknown {kind} {name!r}"
-    if suggestions:
-        message += f"; did you mean {' or '.join(repr(s) for s in suggestions)}?"
-    return message + f" (known {kind}s: {', '.join(known) if known else 'none'})"
+    return f"unknown {kind} {name!r}{did_you_mean(name, known)} (known {kind}s: {', '.join(known) if known else 'none'})"
